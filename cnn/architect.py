@@ -47,6 +47,10 @@ Second order (``--unrolled``)
     float32 even with ``--amp``: a finite difference at ``r = 0.01 / ||v||`` is noise in half
     precision.
 
+Under torchrun every gradient above is averaged over the ranks where it is formed (the virtual
+step's training gradient, the validation gradients, the finite difference, the ablation
+statistics), so every rank computes the same update and the architecture weights stay identical.
+
 Nothing here reads a value back to the host: losses and statistics are returned as device
 tensors, and the caller reads them when it reports.
 """
@@ -59,6 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from distributed import average_over_ranks
 from model_search import SearchError, SearchNetwork, op_probabilities
 from training import Precision
 
@@ -151,7 +156,9 @@ class Architect:
         n_sets = len(self._alphas)
         with torch.no_grad(), self.precision.autocast():
             without = torch.stack([F.cross_entropy(self._virtual_forward(x, ablate=g), y) for g in range(n_sets)])
-        mc = ce.detach().float() - without.float()
+        losses = torch.cat([ce.detach().float().reshape(1), without.float()])
+        average_over_ranks([losses])            # statistics of the global batch: one factor on every rank
+        mc = losses[0] - losses[1:]
         mean = mc.mean()
         inv = torch.where(mean.abs() > ABLATION_EPS, 1.0 / mean.abs().clamp_min(ABLATION_EPS), torch.zeros_like(mean))
         ablation = (mc - mean) * inv
@@ -191,6 +198,7 @@ class Architect:
         # So one backward pass of CE serves every set, with no cross-set terms.
         inputs = list(self._alphas) + list(extra_inputs)
         grads = _grad(self.precision.scaler.scale(ce), inputs)
+        average_over_ranks(grads)
         alpha_grads, extra_grads = list(grads[:len(self._alphas)]), list(grads[len(self._alphas):])
         if factor is not None:
             torch._foreach_mul_(alpha_grads, factor)
@@ -220,6 +228,7 @@ class Architect:
         W = self._weights
         # 1. the virtual step w' = w - eta * (momentum * buf + g + weight_decay * w)
         g_train = _grad(F.cross_entropy(self._virtual_forward(x_train), y_train), W)
+        average_over_ranks(g_train)
         with torch.no_grad():
             step = list(g_train)
             buffers = [network_optimizer.state.get(p, {}).get("momentum_buffer") for p in W]
@@ -233,6 +242,7 @@ class Architect:
         logits = self._virtual_forward(x_search, w_prime)
         loss_val = F.cross_entropy(logits, y_search)
         grads = _grad(loss_val, list(self._alphas) + w_prime)
+        average_over_ranks(grads)
         dalpha, v = list(grads[:len(self._alphas)]), list(grads[len(self._alphas):])
         del w_prime, grads
         # 3. central difference of dL_train/da at w +- r v, r = 0.01 / ||v||
@@ -247,6 +257,7 @@ class Architect:
         g_minus = _grad(F.cross_entropy(self._virtual_forward(x_train, w_pm), y_train), self._alphas)
         with torch.no_grad():
             implicit = torch._foreach_sub(g_plus, g_minus)
+            average_over_ranks(implicit)
             torch._foreach_div_(implicit, 2 * r)
             torch._foreach_add_(dalpha, implicit, alpha=-eta)
         stats = {"arch_loss": loss_val.detach(), "logits": logits.detach()}
@@ -343,6 +354,7 @@ def search_iteration(model: SearchNetwork, architect: Architect | None, optimize
         logits = model(x)
         loss = F.cross_entropy(logits, y)
     precision.scaler.scale(loss).backward(inputs=weights)
+    average_over_ranks([p.grad for p in weights if p.grad is not None])
     _clip_and_step(weights, optimizer, precision, grad_clip)
     precision.scaler.update()
     return logits.detach(), loss.detach(), stats

@@ -13,10 +13,11 @@ import argparse
 import torch.nn as nn
 
 import cli
-from checkpoint import CheckpointError, load_checkpoint, load_weights, model_state_dict
+from checkpoint import CheckpointError, load_checkpoint, model_state_dict
 from data import DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers, make_loader
 from metrics import count_macs, count_parameters
-from model import ModelSpec, ddarts_state_dict
+from model import ModelSpec, load_model_weights
+from multichannel import PathSpec
 from operations import OPS
 from paths import REPO_ROOT
 from training import Precision, evaluate, resolve_device
@@ -45,8 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_spec(args: argparse.Namespace, stored: dict | None, weights: dict, num_classes: int,
-                 network: str) -> ModelSpec:
+                 network: str) -> ModelSpec | PathSpec:
     """Flags first, then what the checkpoint stored, then the DARTS defaults."""
+    if stored and stored.get("kind") == "multi_channel":
+        return PathSpec(**{**stored, "path": tuple(stored["path"])})
     auxiliary = any(k.startswith("auxiliary_head.") for k in weights)
     if stored and args.arch in (None, stored["arch_name"]):
         overrides = {"init_channels": args.init_channels, "layers": args.layers, "mid_channels": args.mid_channels,
@@ -77,13 +80,10 @@ def main(argv: list[str] | None = None) -> None:
         raise CheckpointError(f"{args.model_path} holds a {spec.num_classes}-class network with the {spec.network} "
                               f"stem; --dataset {dataset} needs {num_classes} classes and the {info.network} stem")
     model = spec.build()
-    if spec.architecture().nested:
-        weights = ddarts_state_dict(weights, model)
-    load_weights(model, weights, args.model_path)
+    load_model_weights(model, spec, weights, args.model_path)
     model.to(device)
 
-    print(f"arch {spec.arch_name} | ops {spec.ops} | C={spec.init_channels} | layers={spec.layers or 'per-cell'} "
-          f"| {spec.network} stem | {spec.num_classes} classes")
+    print(spec.describe())
     print(f"params {count_parameters(model) / 1e6:.6f}M (without auxiliary head) | "
           f"MACs {count_macs(model, info.image_size, device) / 1e6:.2f}M at {info.image_size}x{info.image_size}")
     if test_set is None:

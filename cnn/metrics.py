@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from distributed import sum_over_ranks
+
 
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters without the auxiliary head (the DARTS convention for "Params")."""
@@ -33,7 +35,10 @@ def correct_topk(logits: torch.Tensor, target: torch.Tensor, topk: tuple[int, ..
 
 
 class RunningSum:
-    """Sums of per-batch tensors kept on the device, read once when reported."""
+    """Sums of per-batch tensors kept on the device, read once when reported.
+
+    Under torchrun ``mean`` is over the samples of every rank, so every rank must call it.
+    """
 
     def __init__(self, device: torch.device | str):
         self.total = torch.zeros((), dtype=torch.float64, device=device)
@@ -44,4 +49,6 @@ class RunningSum:
         self.count += n
 
     def mean(self) -> float:
-        return self.total.item() / max(self.count, 1)
+        total, count = sum_over_ranks(torch.stack([self.total, torch.tensor(float(self.count), dtype=torch.float64,
+                                                                               device=self.total.device)])).tolist()
+        return total / max(count, 1)

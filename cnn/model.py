@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from checkpoint import load_weights
 from errors import UserError
 from genotypes import (Architecture, CellGenes, format_genotype, genotype_path, parse_genotype, read_genotype_file,
                        to_architecture)
@@ -325,6 +326,10 @@ class ModelSpec:
         return cls(self.init_channels, self.num_classes, self.layers, self.auxiliary, self.architecture(),
                    family=self.ops, mid_channels=self.mid_channels)
 
+    def describe(self) -> str:
+        return (f"arch {self.arch_name} | ops {self.ops} | C={self.init_channels} | layers={self.layers or 'per-cell'} "
+                f"| {self.network} stem | {self.num_classes} classes")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -351,3 +356,11 @@ def ddarts_state_dict(state: dict[str, torch.Tensor], model: Network) -> dict[st
             key = ".".join(parts[:3] + [str(matches[j])] + parts[6:])
         renamed[key] = value
     return renamed
+
+
+def load_model_weights(model: nn.Module, spec, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Weights of our checkpoints, or DARTS's and D-DARTS's published ones, into `model` (built from
+    `spec`, a ModelSpec or a multi-channel PathSpec)."""
+    if isinstance(spec, ModelSpec) and spec.architecture().nested:
+        weights = ddarts_state_dict(weights, model)
+    load_weights(model, weights, source)

@@ -43,7 +43,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -428,3 +428,40 @@ class PathNetwork(nn.Module):
         for op in self.ops:
             x = op(x)
         return self.classifier(self.global_pooling(self.head(x)).flatten(1)), None
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """Everything that rebuilds a trained path network; checkpoints carry it as a dict whose
+    ``kind`` tells it from a cell network's ``model.ModelSpec``."""
+    arch_name: str
+    path: tuple[str, ...]         # the published list format
+    network: str                  # the dataset's stem type, kept for the checks of evaluate_model.py
+    num_classes: int
+    mid_channels: int | None = None
+    head_channels: int = HEAD_CHANNELS
+    auxiliary: bool = False       # a path has no auxiliary head
+    kind: str = "multi_channel"
+
+    @classmethod
+    def resolve(cls, arch: str, network: str, num_classes: int, *, mid_channels: int | None = None) -> "PathSpec":
+        name, channel_path = load_path(arch)
+        return cls(arch_name=name, path=tuple(channel_path.names()), network=network, num_classes=num_classes,
+                   mid_channels=mid_channels)
+
+    def channel_path(self) -> ChannelPath:
+        return ChannelPath.from_names(self.path)
+
+    def check_input_size(self, image_size: int) -> None:
+        """Any size works: the head pools globally."""
+
+    def build(self) -> PathNetwork:
+        return PathNetwork(self.channel_path(), self.num_classes, mid_channels=self.mid_channels,
+                           head_channels=self.head_channels)
+
+    def describe(self) -> str:
+        widths = [self.channel_path().stem_channels] + [s.c_out for s in self.channel_path().steps]
+        return f"multi-channel path {self.arch_name} | widths {' > '.join(map(str, widths))} | {self.network} data"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "path": list(self.path)}

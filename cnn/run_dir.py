@@ -64,14 +64,18 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def setup_logger(run_dir: Path | None, name: str) -> logging.Logger:
-    """Console and <run_dir>/log.txt, one timestamped line per message."""
+def setup_logger(run_dir: Path | None, name: str, enabled: bool = True) -> logging.Logger:
+    """Console and <run_dir>/log.txt, one timestamped line per message; silent when not `enabled`
+    (the ranks other than 0 of a torchrun job)."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    logger.disabled = not enabled
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+    if not enabled:
+        return logger
     fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%m/%d %I:%M:%S %p")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if run_dir is not None:

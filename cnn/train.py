@@ -3,33 +3,46 @@
     python cnn/train.py --arch DARTS_V2 --auxiliary --cutout            # the DARTS CIFAR-10 recipe
     python cnn/train.py --arch DARTS_V2 --dataset digits --init_channels 8 --layers 5 --epochs 15
 
+    torchrun --nproc_per_node=4 cnn/train.py --arch DARTS_V2 --auxiliary --cutout --batch_size 384   # 4 GPUs
+
 Writes logs/eval/<save>-<timestamp>/: log.txt, command.txt, args.json, tensorboard/,
 checkpoint.pt (resumable with --resume), model_best.pt and results.json.
+
+Under torchrun (see cnn/distributed.py) the model is wrapped in DistributedDataParallel,
+--batch_size is the global batch split over the processes, the learning rate is the one given,
+every rank scores its share of the test set and rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from torch.utils.tensorboard import SummaryWriter
 
 import cli
-from checkpoint import resume_arguments, save_checkpoint
+from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
 from cosine_power_annealing import ScheduleFactor, cosine_power_annealing
 from data import (DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers,
                   make_loader, split_train_valid, with_transform)
+from distributed import Dist, broadcast_object, process_group, sync_batchnorm
 from metrics import count_macs, count_parameters
-from model import ModelSpec
+from model import ModelSpec, load_model_weights
+from multichannel import PathSpec
 from operations import OPS
 from paths import REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
-from training import Precision, evaluate, resolve_device, seed_epoch, seed_everything, train_epoch
+from sampling import EvalShard, SeededSamples, ShardedOrder
+from training import (MEMORY_FORMATS, Precision, evaluate, memory_format, resolve_device, seed_epoch, seed_everything,
+                      train_epoch)
 
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch")
+LR_SCHEDULES = ("cosine", "cosine_power", "step")
 
 
 def positive_int(text: str) -> int:
@@ -49,7 +62,11 @@ def portion(text: str) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train a genotype from scratch.",
                                 formatter_class=cli.HelpFormatter)
-    p.add_argument("--arch", default="DARTS_V2", help="genotype name in genotypes/ or a path to a genotype file")
+    p.add_argument("--arch", default="DARTS_V2",
+                   help="genotype name in genotypes/ or a path to a genotype file; with --multi_channel a path name "
+                        "in genotypes/multi_channel/ or a path file")
+    p.add_argument("--multi_channel", action="store_true",
+                   help="train a sharpDARTS multi-channel path (cnn/multichannel.py) instead of a cell network")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS)
     p.add_argument("--data", default=str(REPO_ROOT / "data"), help="dataset root directory")
     p.add_argument("--batch_size", type=positive_int, default=96)
@@ -60,15 +77,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "more derives a deeper network)")
     p.add_argument("--ops", default="auto", choices=["auto", *OPS],
                    help="op family; auto = the family the genotype was published for")
-    p.add_argument("--mid_channels", type=int, default=None, help="middle width of choke ops (default 32 CIFAR, 96 ImageNet)")
+    p.add_argument("--mid_channels", type=int, default=None,
+                   help="middle width of choke ops (default 32 CIFAR, 96 ImageNet; a multi-channel path: each op's "
+                        "output width)")
     p.add_argument("--learning_rate", type=float, default=0.025)
     p.add_argument("--learning_rate_min", type=float, default=0.0)
-    p.add_argument("--lr_schedule", default="cosine", choices=["cosine", "cosine_power"],
+    p.add_argument("--lr_schedule", default="cosine", choices=LR_SCHEDULES,
                    help="cosine: DARTS's CosineAnnealingLR(T_max=epochs); cosine_power: sharpDARTS's cosine power "
-                        "annealing, from --learning_rate at the first epoch to --learning_rate_min at the last")
+                        "annealing, from --learning_rate at the first epoch to --learning_rate_min at the last; "
+                        "step: DARTS's ImageNet schedule, times --gamma every --decay_period epochs")
     p.add_argument("--lr_power_annealing_exponent_order", type=float, default=10.0,
-                   help="cosine_power: larger decays faster early; 1 is cosine annealing")
+                   help="cosine_power: larger decays faster early; 1 is cosine annealing (10 as sharpDARTS's "
+                        "training scripts; its search and ours default to 2)")
     p.add_argument("--warmup_epochs", type=int, default=0, help="cosine_power: linear warmup epochs")
+    p.add_argument("--decay_period", type=positive_int, default=1, help="step: epochs between decays")
+    p.add_argument("--gamma", type=float, default=0.97, help="step: learning rate decay factor")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight_decay", type=float, default=3e-4)
     p.add_argument("--auxiliary", action="store_true", help="auxiliary classifier after the last reduction cell")
@@ -85,21 +108,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cifar10_1", default=None,
                    help="directory of the CIFAR-10.1 .npy files (default: looked for under --data)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 if supported, else fp16)")
+    p.add_argument("--memory_format", default="auto", choices=MEMORY_FORMATS,
+                   help="activation layout; auto = channels_last on the CPU, contiguous on CUDA")
+    p.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default="EXP", help="run name; the run folder is logs/eval/<save>-<timestamp>")
     p.add_argument("--resume", default=None, help="checkpoint.pt (or its run folder) to continue exactly")
+    p.add_argument("--load", default=None,
+                   help="start from these weights (a checkpoint, or a run folder's model_best.pt) with a fresh "
+                        "optimizer and schedule, e.g. to fine-tune")
     p.add_argument("--stop_epoch", type=int, default=None,
                    help="end this process after that epoch, checkpoint kept (e.g. a job time limit); --resume continues")
-    p.add_argument("--report_freq", type=int, default=50, help="epochs between tensorboard histogram dumps")
-    return p.parse_args(argv)
+    p.add_argument("--report_freq", type=int, default=50,
+                   help="epochs between tensorboard histograms of the weights (train_search.py: steps between log lines)")
+    args = p.parse_args(argv)
+    if args.load and args.resume:
+        p.error("--load starts a new run from weights and --resume continues one: give only one of them")
+    if args.multi_channel and args.auxiliary:
+        p.error("a multi-channel path has no auxiliary head: drop --auxiliary")
+    return args
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
     """One learning rate per epoch; scheduler.step() after each epoch."""
     if args.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    if args.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
     schedule = cosine_power_annealing(epochs=args.epochs, max_lr=args.learning_rate, min_lr=args.learning_rate_min,
                                       exponent_order=args.lr_power_annealing_exponent_order,
                                       warmup_epochs=args.warmup_epochs or None)
@@ -108,8 +146,26 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> 
 
 def main(argv: list[str] | None = None) -> None:
     args, state, run_dir = resume_arguments(parse_args(argv), parse_args([]), "train", RESUME_OVERRIDABLE)
-    device = resolve_device(args.device)
+    with process_group(resolve_device(args.device)) as (ctx, device):
+        train(args, state, run_dir, ctx, device)
+
+
+def load_start_weights(model: nn.Module, spec: ModelSpec | PathSpec, path_text: str) -> None:
+    """--load: a checkpoint file, or a run folder's model_best.pt."""
+    path = Path(path_text)
+    if path.is_dir():
+        path = path / "model_best.pt"
+    weights = model_state_dict(load_checkpoint(path))
+    try:
+        load_model_weights(model, spec, weights, str(path))
+    except CheckpointError as e:
+        raise CheckpointError(f"--load: {e}") from None
+
+
+def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ctx: Dist, device: torch.device) -> None:
+    batch = ctx.per_rank_batch(args.batch_size)
     precision = Precision(device, args.amp)
+    fmt = memory_format(args.memory_format, device)
     seed_everything(args.seed)
     info = dataset_info(args.dataset)
     train_set, test_set = build_datasets(args.dataset, args.data, cutout_length=args.cutout_length if args.cutout else 0,
@@ -123,20 +179,34 @@ def main(argv: list[str] | None = None) -> None:
     extra_dir = cifar10_1_dir(args.dataset, args.data, args.cifar10_1)
     extra_set = cifar10_1_dataset(extra_dir) if extra_dir else None
 
-    spec = ModelSpec.resolve(args.arch, info.network, num_classes, init_channels=args.init_channels,
-                             layers=args.layers, ops=args.ops, mid_channels=args.mid_channels,
-                             auxiliary=args.auxiliary)
+    if args.multi_channel:
+        spec = PathSpec.resolve(args.arch, info.network, num_classes, mid_channels=args.mid_channels)
+    else:
+        spec = ModelSpec.resolve(args.arch, info.network, num_classes, init_channels=args.init_channels,
+                                 layers=args.layers, ops=args.ops, mid_channels=args.mid_channels,
+                                 auxiliary=args.auxiliary)
     spec.check_input_size(info.image_size)
-    model = spec.build().to(device)
-    params, macs = count_parameters(model), count_macs(model, info.image_size, device)
+    net = spec.build()
+    if args.load and state is None:
+        load_start_weights(net, spec, args.load)
+    net = net.to(device, memory_format=fmt)
+    params, macs = count_parameters(net), count_macs(net, info.image_size, device)
+    if ctx.enabled and args.sync_bn:
+        net = sync_batchnorm(net, device)
 
     workers = default_workers(args.dataset) if args.workers is None else args.workers
-    train_loader = make_loader(train_set, args.batch_size, shuffle=True, workers=workers, drop_last=False, seed=args.seed)
-    test_loader = make_loader(test_set, args.batch_size, shuffle=False, workers=workers)
-    valid_loader = make_loader(valid_set, args.batch_size, shuffle=False, workers=workers) if valid_set else None
-    extra_loader = make_loader(extra_set, args.batch_size, shuffle=False, workers=workers) if extra_set else None
+    order = ShardedOrder(len(train_set), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
+    train_loader = make_loader(SeededSamples(train_set), batch, shuffle=False, workers=workers, sampler=order)
 
-    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+    def eval_loader(dataset):
+        if dataset is None:
+            return None
+        return make_loader(dataset, batch, shuffle=False, workers=workers,
+                           sampler=EvalShard(len(dataset), ctx.rank, ctx.world_size))
+
+    test_loader, valid_loader, extra_loader = eval_loader(test_set), eval_loader(valid_set), eval_loader(extra_set)
+
+    optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = lr_scheduler(optimizer, args)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
@@ -144,26 +214,34 @@ def main(argv: list[str] | None = None) -> None:
 
     start_epoch, best, elapsed = 0, {}, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         precision.scaler.load_state_dict(state["scaler"])
         start_epoch, best, elapsed = state["epoch"], state["best"], state["elapsed"]
-    else:
+    elif ctx.is_main:
         run_dir = create_run_dir("eval", args.save)
-    record_invocation(run_dir, vars(args), device)
-    log = setup_logger(run_dir, "train")
+    run_dir = broadcast_object(run_dir)
+    # The parameters a step uses are the same every step (an op on a skipped edge never is): a static graph.
+    model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                    static_graph=True) if ctx.enabled else net
+    if ctx.is_main:
+        record_invocation(run_dir, vars(args), device)
+    log = setup_logger(run_dir, "train", enabled=ctx.is_main)
     log.info("run folder %s", run_dir)
     log.info("args %s", json.dumps(vars(args), sort_keys=True))
-    log.info("arch %s | ops %s | C=%d | layers=%s | %s stem | device %s%s", spec.arch_name, spec.ops,
-             spec.init_channels, spec.layers or "per-cell", spec.network, device,
-             f" | amp {precision.dtype}" if precision.enabled else "")
+    log.info("%s | device %s%s%s", spec.describe(), device,
+             f" | amp {precision.dtype}" if precision.enabled else "",
+             f" | {ctx.world_size} processes, {batch} images each per step"
+             + (", global BatchNorm" if args.sync_bn else "") if ctx.enabled else "")
     log.info("param size = %.6fM (without auxiliary head) | MACs = %.2fM at %dx%d", params / 1e6, macs / 1e6,
              info.image_size, info.image_size)
+    if args.load and state is None:
+        log.info("started from the weights of %s", args.load)
     if start_epoch:
         log.info("resumed from epoch %d", start_epoch)
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1) if ctx.is_main else None
     select_name = "valid" if valid_loader else "test"
     result: dict = {}
     for epoch in range(start_epoch, args.epochs):
@@ -171,51 +249,63 @@ def main(argv: list[str] | None = None) -> None:
             log.info("stopping after epoch %d as asked; continue with --resume %s", epoch, run_dir)
             break
         started = time.time()
-        seed_epoch(args.seed, epoch, train_loader)
+        seed_epoch(args.seed, epoch, ctx.rank)
+        order.set_epoch(epoch)
         lr = scheduler.get_last_lr()[0]
-        model.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+        net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
         train = train_epoch(model, train_loader, optimizer, criterion, device, precision,
                             auxiliary_weight=args.auxiliary_weight, grad_clip=args.grad_clip,
-                            desc=f"epoch {epoch + 1}/{args.epochs}")
+                            desc=f"epoch {epoch + 1}/{args.epochs}", memory_format=fmt)
         scheduler.step()
-        test = evaluate(model, test_loader, test_criterion, device, precision)
+        test = evaluate(net, test_loader, test_criterion, device, precision, memory_format=fmt)
         scores = {"train_loss": train.loss, "train_top1": train.top1, "test_loss": test.loss,
                   "test_top1": test.top1, "test_top5": test.top5, "lr": lr}
         if valid_loader:
-            valid = evaluate(model, valid_loader, test_criterion, device, precision, desc="valid")
+            valid = evaluate(net, valid_loader, test_criterion, device, precision, desc="valid", memory_format=fmt)
             scores.update(valid_top1=valid.top1, valid_loss=valid.loss)
         if extra_loader:
-            scores["cifar10_1_top1"] = evaluate(model, extra_loader, test_criterion, device, precision,
-                                                desc="cifar10.1").top1
+            scores["cifar10_1_top1"] = evaluate(net, extra_loader, test_criterion, device, precision,
+                                                desc="cifar10.1", memory_format=fmt).top1
         elapsed += time.time() - started
         is_best = not best or scores[f"{select_name}_top1"] > best[f"{select_name}_top1"]
         if is_best:
             best = {"epoch": epoch + 1, "selected_on": select_name, **scores}
-        for key, value in scores.items():
-            writer.add_scalar(key, value, epoch + 1)
-        if (epoch + 1) % args.report_freq == 0:
-            for name, p in model.named_parameters():
-                writer.add_histogram(name, p.detach().float().cpu(), epoch + 1)
         log.info("epoch %d/%d lr %.3e | train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% top5 %.2f%%%s%s",
                  epoch + 1, args.epochs, lr, train.loss, train.top1, test.loss, test.top1, test.top5,
                  f" | valid acc {scores['valid_top1']:.2f}%" if valid_loader else "",
                  f" | cifar10.1 acc {scores['cifar10_1_top1']:.2f}%" if extra_loader else "")
-        meta = {"spec": spec.to_dict(), "dataset": args.dataset, "epoch": epoch + 1, "scores": scores}
-        if is_best:
-            save_checkpoint({"kind": "model", **meta, "model": model.state_dict()}, run_dir / "model_best.pt")
-        save_checkpoint({"kind": "train", **meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": precision.scaler.state_dict(),
-                         "best": best, "elapsed": elapsed, "args": vars(args)}, run_dir / "checkpoint.pt")
         result = {"arch": spec.arch_name, "dataset": args.dataset, "epochs": epoch + 1, "params": params,
                   "macs": macs, "final": scores, "best": best, "wall_seconds": elapsed}
-        write_json(run_dir / "results.json", result)
-    writer.close()
+        if ctx.is_main:
+            save_epoch(args, run_dir, writer, epoch, scores, is_best, result, spec, net, optimizer, scheduler,
+                       precision)
+    if writer is not None:
+        writer.close()
     if result and result["epochs"] == args.epochs:
         log.info("final test accuracy %.2f%% (top-5 %.2f%%) after %d epochs, %.0f s", result["final"]["test_top1"],
                  result["final"]["test_top5"], result["epochs"], elapsed)
         log.info("model_best.pt: epoch %d, selected on %s accuracy %.2f%%, test accuracy %.2f%%", best["epoch"],
                  select_name, best[f"{select_name}_top1"], best["test_top1"])
 
+
+def save_epoch(args: argparse.Namespace, run_dir: Path, writer: SummaryWriter, epoch: int, scores: dict,
+               is_best: bool, result: dict, spec: ModelSpec | PathSpec, net: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, precision: Precision) -> None:
+    """Rank 0's records of one epoch: tensorboard, model_best.pt, checkpoint.pt, results.json."""
+    for key, value in scores.items():
+        writer.add_scalar(key, value, epoch + 1)
+    if (epoch + 1) % args.report_freq == 0:
+        for name, p in net.named_parameters():
+            writer.add_histogram(name, p.detach().float().cpu(), epoch + 1)
+    meta = {"spec": spec.to_dict(), "dataset": args.dataset, "epoch": epoch + 1, "scores": scores}
+    weights = net.state_dict()
+    if is_best:
+        save_checkpoint({"kind": "model", **meta, "model": weights}, run_dir / "model_best.pt")
+    save_checkpoint({"kind": "train", **meta, "model": weights, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": precision.scaler.state_dict(),
+                     "best": result["best"], "elapsed": result["wall_seconds"], "args": vars(args)},
+                    run_dir / "checkpoint.pt")
+    write_json(run_dir / "results.json", result)
 
 if __name__ == "__main__":
     cli.run(main)

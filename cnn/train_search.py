@@ -27,6 +27,16 @@ continues exactly; resuming a finished run derives the genotype again, e.g. with
 ``--op_threshold``), and at the end genotypes/<genotype_name>.txt, ready for
 ``python cnn/train.py --arch <genotype_name>``.
 
+``--multi_channel`` searches sharpDARTS's grid of channel widths instead of cells
+(cnn/multichannel.py): ``--init_channels`` rounds down to the narrowest width, ``--layers_in_cells``
+gives the number of widths (doubling), ``--layers_of_cells`` / 2 the number of layers; the best
+path is written to genotypes/multi_channel/<genotype_name>.txt for
+``python cnn/train.py --multi_channel --arch <genotype_name>``.
+
+Under ``torchrun --nproc_per_node=N`` (cnn/distributed.py) ``--batch_size`` is the global batch;
+network and architecture gradients are averaged over the processes, so the architecture weights
+stay identical everywhere, and rank 0 alone writes the run folder and the genotype.
+
 The search batches come from one persistent iterator over the held-out part of the training
 set, created again only when it is exhausted; its position is part of the checkpoint, and each
 sample's augmentation is seeded from its place in the stream, so a resumed search sees exactly
@@ -43,10 +53,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler, Subset
+import torch.nn as nn
+from torch.utils.data import Dataset, Subset
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 import cli
 from arch_distance import DistanceError, weights_distance
@@ -54,22 +63,25 @@ from architect import CELL_LOSSES, SEP_LOSSES, ArchConfig, Architect, search_ite
 from checkpoint import resume_arguments, save_checkpoint
 from data import DATASETS, build_datasets, dataset_info, default_workers, make_loader, split_train_valid, with_transform
 from derive import PARSE_METHODS
-from genotypes import (PRIMITIVE_SETS, GenotypeError, format_genotype, read_genotype_file, to_architecture,
-                       write_genotype_file)
+from distributed import Dist, broadcast_object, is_distributed, process_group, sync_batchnorm
+from genotypes import PRIMITIVE_SETS, GenotypeError, format_genotype, to_architecture, write_genotype_file
 from metrics import RunningSum, correct_topk
 from model_search import WEIGHTINGS, Baseline, SearchError, SearchNetwork, SupernetSpec, load_baseline, make_spec
+from multichannel import MultiChannelSearchNetwork, write_path_file
 from operations import OPS
 from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
+from sampling import EvalShard, SeededSamples, ShardedOrder
 from train import lr_scheduler
-from training import Precision, resolve_device, seed_epoch, seed_everything
+from training import (MEMORY_FORMATS, Precision, evaluate, memory_format, progress, resolve_device, seed_epoch,
+                      seed_everything)
 
 METHODS = ("darts", "sharp", "ddarts", "dartopti")
 METHOD_HINTS = {
     "ddarts": ("--pretrain_epochs", "--no_arch_metric", "--sep_loss", "--aux_loss_weight", "--cell_loss",
                "--abl_loss_weight"),
     "sharp": ("--weighting_algorithm", "--layers_of_cells", "--layers_in_cells", "--mid_channels",
-              "--lr_power_annealing_exponent_order"),
+              "--lr_power_annealing_exponent_order", "--multi_channel"),
 }
 # Defaults of each strategy, from its original train_search.py (quark0/darts, ahundt/sharpDARTS,
 # aheuillet/D-DARTS).
@@ -130,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr_schedule", default=None, choices=("cosine", "cosine_power"),
                    help=f"network learning rate schedule: DARTS's cosine annealing or sharpDARTS's cosine power {m}")
     p.add_argument("--lr_power_annealing_exponent_order", type=float, default=2.0,
-                   help="cosine_power: larger decays faster early; 1 is cosine annealing")
+                   help="cosine_power: larger decays faster early; 1 is cosine annealing (2 as sharpDARTS's search; "
+                        "its train.py and ours default to 10)")
     p.add_argument("--warmup_epochs", type=int, default=None, help=f"cosine_power: linear warmup epochs {m}")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight_decay", type=float, default=3e-4)
@@ -151,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mid_channels", type=int, default=32, help="middle width of sharpDARTS choke ops")
     p.add_argument("--weighting_algorithm", default=None, choices=WEIGHTINGS,
                    help=f"op weighting: softmax (DARTS) = scalar (sharpDARTS), max_w (1 - max(w) + w), sigmoid {m}")
+    p.add_argument("--multi_channel", action="store_true",
+                   help="search sharpDARTS's grid of channel widths and strides instead of cells")
     p.add_argument("--unrolled", action="store_true", help="second-order DARTS hypergradient")
     p.add_argument("--single_level", action="store_true",
                    help="update alphas and network weights together on the training batch")
@@ -172,14 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchvision AutoAugment policy of the dataset")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 if supported, else fp16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--memory_format", default="auto", choices=("auto", "channels_last", "contiguous"),
+    p.add_argument("--memory_format", default="auto", choices=MEMORY_FORMATS,
                    help="tensor layout; auto: channels_last on the CPU (its depthwise convolutions are "
                         "several times faster that way), contiguous on CUDA")
+    p.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--save", default="EXP", help="run name; the run folder is logs/search/search-<save>-<timestamp>")
     p.add_argument("--resume", default=None, help="checkpoint.pt (or its run folder) to continue exactly")
-    p.add_argument("--report_freq", type=int, default=50, help="steps between progress lines in the log")
+    p.add_argument("--report_freq", type=int, default=50,
+                   help="steps between progress lines in the log (train.py: epochs between weight histograms)")
     p.add_argument("--max_steps", type=int, default=None,
                    help="at most this many steps per epoch, in training and in validation (quick trials, tests)")
     p.add_argument("--stop_epoch", type=int, default=None,
@@ -234,6 +252,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise SearchError(f"--pretrain_epochs must be 0 or more, got {args.pretrain_epochs}")
     if not 0.0 < args.train_portion < 1.0:
         raise SearchError(f"--train_portion must be strictly between 0 and 1, got {args.train_portion}")
+    if args.multi_channel and (method in ("ddarts", "dartopti") or args.sep_loss != "none" or args.cell_loss != "none"):
+        raise SearchError("--multi_channel searches one grid with the DARTS or sharpDARTS objective; it does not "
+                          "combine with D-DARTS/DARTOpti flags (--sep_loss, --cell_loss, --arch_baseline)")
     return args
 
 
@@ -241,51 +262,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Data: the two halves and the persistent search stream
 # ----------------------------------------------------------------------------------------
 
-class _SeededSamples(Dataset):
-    """Items are (index, seed): the sample's augmentation draws from torch seeded with `seed`,
-    and the caller's random state is left as it was."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, item):
-        index, seed = item
-        state = torch.get_rng_state()
-        torch.default_generator.manual_seed(seed)
-        try:
-            return self.dataset[index]
-        finally:
-            torch.set_rng_state(state)
-
-
-class _PassSampler(Sampler):
-    """A seeded permutation per pass over the data, started at a given batch of the pass."""
-
-    def __init__(self, n: int, seed: int, batch_size: int):
-        self.n, self.seed, self.batch_size = n, seed, batch_size
-        self.pass_index = 0
-        self.start_batch = 0
-
-    def __len__(self) -> int:
-        return max(self.n - self.start_batch * self.batch_size, 0)
-
-    def __iter__(self):
-        key = (self.seed * 1_000_003 + self.pass_index) % 2**62
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(key)).tolist()
-        for position in range(self.start_batch * self.batch_size, self.n):
-            yield order[position], (key * 1_000_003 + position) % 2**62
-
-
 class SearchStream:
     """Batches of the held-out half from one iterator, re-created only when exhausted."""
 
     def __init__(self, dataset: Dataset, batch_size: int, workers: int, seed: int, device: torch.device,
-                 memory_format: torch.memory_format = torch.contiguous_format):
-        self.sampler = _PassSampler(len(dataset), seed, batch_size)
-        self.loader = make_loader(_SeededSamples(dataset), batch_size, shuffle=False, workers=workers,
+                 memory_format: torch.memory_format = torch.contiguous_format, ctx: Dist = Dist()):
+        self.sampler = ShardedOrder(len(dataset), seed, stream=1, rank=ctx.rank, world_size=ctx.world_size,
+                                    batch_size=batch_size)
+        self.loader = make_loader(SeededSamples(dataset), batch_size, shuffle=False, workers=workers,
                                   sampler=self.sampler)
         self.device = device
         self.memory_format = memory_format
@@ -299,8 +283,8 @@ class SearchStream:
         try:
             x, y = next(self._iterator)
         except StopIteration:
-            self.sampler.pass_index += 1
-            self.consumed = self.sampler.start_batch = 0
+            self.sampler.set_epoch(self.sampler.pass_index + 1)
+            self.consumed = 0
             self._iterator = iter(self.loader)
             x, y = next(self._iterator)
         self.consumed += 1
@@ -316,52 +300,34 @@ class SearchStream:
         self._iterator = None
 
 
-@torch.no_grad()
-def infer(model: SearchNetwork, loader, device: torch.device, precision: Precision, max_steps: int | None,
-          memory_format: torch.memory_format = torch.contiguous_format) -> tuple[float, float]:
-    """(loss, top-1 %) on the held-out half, in eval mode."""
-    model.eval()
-    loss_sum, top1_sum = RunningSum(device), RunningSum(device)
-    for step, (x, y) in enumerate(tqdm(loader, desc="valid", leave=False, dynamic_ncols=True, disable=None)):
-        if max_steps is not None and step >= max_steps:
-            break
-        x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
-        with precision.autocast():
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-        loss_sum.add(loss * y.shape[0], y.shape[0])
-        top1_sum.add(correct_topk(logits, y, (1,))[0], y.shape[0])
-    model.train()
-    return loss_sum.mean(), 100 * top1_sum.mean()
-
-
 # ----------------------------------------------------------------------------------------
 # Set-up
 # ----------------------------------------------------------------------------------------
 
-def genotype_file(name: str) -> Path:
+def genotype_file(name: str, multi_channel: bool = False) -> Path:
+    """genotypes/<name>.txt, or genotypes/multi_channel/<name>.txt for a multi-channel path."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise SearchError(f"--genotype_name {name!r} must be a plain file name (letters, digits, _ - .)")
-    return GENOTYPE_OUTPUT_DIR / f"{name}.txt"
+    return (GENOTYPE_OUTPUT_DIR / "multi_channel" if multi_channel else GENOTYPE_OUTPUT_DIR) / f"{name}.txt"
 
 
 def check_writable_genotype(path: Path) -> None:
-    """Never overwrite a genotype that a search did not write (a shipped or hand-made one)."""
+    """Never overwrite a genotype or path that a search did not write (a shipped or hand-made one)."""
     if not path.exists():
         return
     try:
-        comments = read_genotype_file(path).comments
-    except GenotypeError:
-        comments = ()
+        comments = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    except (OSError, UnicodeDecodeError):
+        comments = []
     if not any(GENOTYPE_MARK in c for c in comments):
         raise SearchError(f"{path} exists and was not written by a search; choose another --genotype_name")
 
 
 @dataclass
 class Engine:
-    spec: SupernetSpec
+    spec: SupernetSpec | None            # None for the multi-channel grid
     baseline: Baseline | None
-    model: SearchNetwork
+    model: SearchNetwork | MultiChannelSearchNetwork
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     architect: Architect
@@ -373,14 +339,21 @@ def build_engine(args: argparse.Namespace, num_classes: int, network: str, devic
     """Supernet, network optimizer and schedule, architect: everything one search iteration uses
     (shared with bench/search_speed.py, so that the benchmark measures what the search runs)."""
     baseline = load_baseline(args.arch_baseline) if args.method == "dartopti" else None
-    if spec is None:
-        spec = make_spec(num_classes, args.init_channels, args.layers, args.steps, args.multiplier,
-                         PRIMITIVE_SETS[args.primitives], args.weighting_algorithm, args.layout, family=args.ops,
-                         mid_channels=args.mid_channels, network=network, baseline=baseline)
-    init = baseline.alphas(spec.primitives) if baseline is not None else args.alphas_init
-    channels_last = args.memory_format == "channels_last" or (args.memory_format == "auto" and device.type == "cpu")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = SearchNetwork(spec, init).to(device, memory_format=memory_format)
+    fmt = memory_format(args.memory_format, device)
+    if args.multi_channel:
+        spec = None
+        model = MultiChannelSearchNetwork(num_classes, channels=multi_channel_widths(args.init_channels, args.steps),
+                                          layers=max(args.layers // 2, 1), weighting=args.weighting_algorithm)
+    else:
+        if spec is None:
+            spec = make_spec(num_classes, args.init_channels, args.layers, args.steps, args.multiplier,
+                             PRIMITIVE_SETS[args.primitives], args.weighting_algorithm, args.layout, family=args.ops,
+                             mid_channels=args.mid_channels, network=network, baseline=baseline)
+        init = baseline.alphas(spec.primitives) if baseline is not None else args.alphas_init
+        model = SearchNetwork(spec, init)
+    model = model.to(device, memory_format=fmt)
+    if args.sync_bn and is_distributed():
+        model = sync_batchnorm(model, device)
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     # DARTOpti's pretraining epochs are part of the schedule (D-DARTS adds them to --epochs).
@@ -388,10 +361,19 @@ def build_engine(args: argparse.Namespace, num_classes: int, network: str, devic
     architect = Architect(model, ArchConfig(
         learning_rate=args.arch_learning_rate, weight_decay=args.arch_weight_decay, betas=tuple(args.arch_betas),
         unrolled=args.unrolled, network_momentum=args.momentum, network_weight_decay=args.weight_decay,
-        per_cell=spec.layout != "shared", epochs=args.epochs, learning_rate_min=ARCH_LR_MIN,
+        per_cell=spec is not None and spec.layout != "shared", epochs=args.epochs, learning_rate_min=ARCH_LR_MIN,
         sep_loss=args.sep_loss, aux_loss_weight=args.aux_loss_weight, cell_loss=args.cell_loss,
         abl_loss_weight=args.abl_loss_weight), precision)
-    return Engine(spec, baseline, model, optimizer, scheduler, architect, memory_format)
+    return Engine(spec, baseline, model, optimizer, scheduler, architect, fmt)
+
+
+def multi_channel_widths(init_channels: int, steps: int) -> tuple[int, ...]:
+    """sharpDARTS: `steps` doubling widths from the power of two at or below --init_channels
+    (36 and 4 give the published 32, 64, 128, 256)."""
+    if init_channels < 1 or steps < 1:
+        raise SearchError("--multi_channel needs --init_channels and --layers_in_cells of at least 1")
+    first = 1 << (init_channels.bit_length() - 1)
+    return tuple(first << k for k in range(steps))
 
 
 def log_weights(log, spec: SupernetSpec, probabilities: np.ndarray) -> None:
@@ -411,7 +393,14 @@ def tensorboard_weights(writer, spec: SupernetSpec, probabilities: np.ndarray, e
 def main(argv: list[str] | None = None) -> None:
     args, state, run_dir = resume_arguments(parse_args(argv), build_parser().parse_args([]), "search",
                                             RESUME_OVERRIDABLE)
-    device = resolve_device(args.device)
+    with process_group(resolve_device(args.device)) as (ctx, device):
+        search(args, state, run_dir, ctx, device)
+
+
+def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ctx: Dist,
+           device: torch.device) -> SearchNetwork | MultiChannelSearchNetwork:
+    """Run (or continue) a search; returns this rank's supernet at the end."""
+    batch = ctx.per_rank_batch(args.batch_size)
     precision = Precision(device, args.amp)
     seed_everything(args.seed)
     info = dataset_info(args.dataset)
@@ -426,16 +415,18 @@ def main(argv: list[str] | None = None) -> None:
     valid_half = Subset(with_transform(train_full, test_set.transform), search_half.indices)
 
     engine = build_engine(args, num_classes, info.network, device, precision,
-                          SupernetSpec.from_dict(state["spec"]) if state is not None else None)
-    spec, baseline, model, memory_format = engine.spec, engine.baseline, engine.model, engine.memory_format
+                          SupernetSpec.from_dict(state["spec"]) if state is not None and state["spec"] else None)
+    spec, baseline, model, fmt = engine.spec, engine.baseline, engine.model, engine.memory_format
     optimizer, scheduler, architect = engine.optimizer, engine.scheduler, engine.architect
     weights = model.weight_parameters()
     total_epochs = args.pretrain_epochs + args.epochs
 
     workers = default_workers(args.dataset) if args.workers is None else args.workers
-    train_loader = make_loader(train_half, args.batch_size, shuffle=True, workers=workers, seed=args.seed)
-    valid_loader = make_loader(valid_half, args.batch_size, shuffle=False, workers=workers)
-    stream = SearchStream(search_half, args.batch_size, workers, args.seed, device, memory_format)
+    order = ShardedOrder(len(train_half), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
+    train_loader = make_loader(SeededSamples(train_half), batch, shuffle=False, workers=workers, sampler=order)
+    valid_loader = make_loader(valid_half, batch, shuffle=False, workers=workers,
+                               sampler=EvalShard(len(valid_half), ctx.rank, ctx.world_size))
+    stream = SearchStream(search_half, batch, workers, args.seed, device, fmt, ctx)
 
     start_epoch, elapsed, metrics = 0, 0.0, []
     if state is not None:
@@ -448,24 +439,32 @@ def main(argv: list[str] | None = None) -> None:
         start_epoch, elapsed, metrics = state["epoch"], state["elapsed"], list(state["metrics"])
         if state.get("stopped_early"):
             start_epoch = total_epochs
-    else:
+    elif ctx.is_main:
         if args.genotype_name is not None:
-            check_writable_genotype(genotype_file(args.genotype_name))
+            check_writable_genotype(genotype_file(args.genotype_name, args.multi_channel))
         run_dir = create_run_dir("search", f"search-{args.save}")
         if args.genotype_name is None:
             args.genotype_name = run_dir.name.removeprefix("search-")
-    out_path = genotype_file(args.genotype_name)
-    check_writable_genotype(out_path)
-    record_invocation(run_dir, vars(args), device)
-    log = setup_logger(run_dir, "search")
+    run_dir, args.genotype_name = broadcast_object((run_dir, args.genotype_name))
+    out_path = genotype_file(args.genotype_name, args.multi_channel)
+    if ctx.is_main:
+        check_writable_genotype(out_path)
+        record_invocation(run_dir, vars(args), device)
+    log = setup_logger(run_dir, "search", enabled=ctx.is_main)
     log.info("run folder %s", run_dir)
     log.info("method %s (%s)", args.method, getattr(args, "method_source", "--method"))
     log.info("args %s", json.dumps(vars(args), sort_keys=True))
-    log.info("supernet: %s layout, %s weighting, %d sets of %dx%d alphas | primitives %s (%s ops) | C=%d | "
-             "layers=%d reductions=%s | steps=%d multiplier=%d | device %s%s", spec.layout, spec.weighting,
-             spec.n_sets, spec.n_edges, len(spec.primitives), args.primitives, spec.family, spec.init_channels,
-             spec.layers, list(spec.reductions), spec.steps, spec.multiplier, device,
-             f" | amp {precision.dtype}" if precision.enabled else "")
+    shared = (f" | {ctx.world_size} processes, {batch} images each per step"
+              + (", global BatchNorm" if args.sync_bn else "")) if ctx.enabled else ""
+    amp = f" | amp {precision.dtype}" if precision.enabled else ""
+    if spec is None:
+        log.info("multi-channel grid: widths %s, %d layers of a stride-1 and a stride-2 stage, %s weighting | "
+                 "device %s%s%s", list(model.channels), len(model.op_grid), model.weighting, device, amp, shared)
+    else:
+        log.info("supernet: %s layout, %s weighting, %d sets of %dx%d alphas | primitives %s (%s ops) | C=%d | "
+                 "layers=%d reductions=%s | steps=%d multiplier=%d | device %s%s%s", spec.layout, spec.weighting,
+                 spec.n_sets, spec.n_edges, len(spec.primitives), args.primitives, spec.family, spec.init_channels,
+                 spec.layers, list(spec.reductions), spec.steps, spec.multiplier, device, amp, shared)
     log.info("param size = %.6fM (network weights; alphas %d)", sum(p.numel() for p in weights) / 1e6,
              sum(a.numel() for a in model.arch_parameters()))
     log.info("update: %s%s%s", "single level" if args.single_level else
@@ -488,29 +487,31 @@ def main(argv: list[str] | None = None) -> None:
     if use_metric and start_epoch == 0:
         log.info("architecture distance to %s at the start: %.10f", baseline.arch.name, distance())
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1) if ctx.is_main else None
     weights_dir = run_dir / "weights"
-    weights_dir.mkdir(exist_ok=True)
+    if ctx.is_main:
+        weights_dir.mkdir(exist_ok=True)
     model.train()
     stopped_early = False
     for epoch in range(start_epoch, total_epochs):
         if args.stop_epoch is not None and epoch >= args.stop_epoch:
             log.info("stopping after epoch %d as asked (--stop_epoch); continue with --resume %s", epoch, run_dir)
-            writer.close()
-            return
+            if writer is not None:
+                writer.close()
+            return model
         started = time.time()
-        seed_epoch(args.seed, epoch, train_loader)
+        seed_epoch(args.seed, epoch, ctx.rank)
+        order.set_epoch(epoch)
         searching = epoch >= args.pretrain_epochs
         lr = scheduler.get_last_lr()[0]
         loss_sum, top1_sum = RunningSum(device), RunningSum(device)
         arch_sums: dict[str, torch.Tensor] = {}
         arch_steps = 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{total_epochs}" + ("" if searching else " (pretrain)"),
-                   leave=False, dynamic_ncols=True, disable=None)
+        bar = progress(train_loader, f"epoch {epoch + 1}/{total_epochs}" + ("" if searching else " (pretrain)"))
         for step, (x, y) in enumerate(bar):
             if args.max_steps is not None and step >= args.max_steps:
                 break
-            x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
             logits, loss, stats = search_iteration(model, architect if searching else None, optimizer, precision,
                                                    x, y, stream, grad_clip=args.grad_clip,
                                                    single_level=args.single_level)
@@ -531,16 +532,13 @@ def main(argv: list[str] | None = None) -> None:
         scheduler.step()
         if searching:
             architect.end_epoch()
-        valid_loss, valid_top1 = infer(model, valid_loader, device, precision, args.max_steps, memory_format)
+        valid = evaluate(model, valid_loader, nn.CrossEntropyLoss(), device, precision, desc="valid",
+                         memory_format=fmt, max_steps=args.max_steps)
         elapsed += time.time() - started
 
-        probabilities = model.probabilities()
-        np.save(weights_dir / f"epoch_{epoch + 1:03d}.npy", probabilities)
-        record = model.genotype(args.parse_method, args.op_threshold)
-        text = format_genotype(record).strip()
         train_loss, train_top1 = loss_sum.mean(), 100 * top1_sum.mean()
-        scalars = {"train_loss": train_loss, "train_top1": train_top1, "valid_loss": valid_loss,
-                   "valid_top1": valid_top1, "lr": lr}
+        scalars = {"train_loss": train_loss, "train_top1": train_top1, "valid_loss": valid.loss,
+                   "valid_top1": valid.top1, "lr": lr}
         for i, arch_lr in enumerate(architect.learning_rates() if searching else []):
             scalars[f"arch_lr/{i}" if len(architect.learning_rates()) > 1 else "arch_lr"] = arch_lr
         arch_means = {k: (v / max(arch_steps, 1)).cpu().numpy() for k, v in arch_sums.items()}
@@ -554,42 +552,72 @@ def main(argv: list[str] | None = None) -> None:
             metric = distance()
             scalars["distance_metric"] = metric
             log.info("architecture distance to %s: %.10f", baseline.arch.name, metric)
-        for key, value in scalars.items():
-            writer.add_scalar(key, value, epoch + 1)
-        tensorboard_weights(writer, spec, probabilities, epoch + 1)
-        writer.add_text("genotype", text, epoch + 1)
-        writer.flush()
         log.info("epoch %d/%d%s lr %.3e | train loss %.4f acc %.2f%% | valid loss %.4f acc %.2f%% | %.0f s",
                  epoch + 1, total_epochs, "" if searching else " (pretrain)", lr, train_loss, train_top1,
-                 valid_loss, valid_top1, elapsed)
+                 valid.loss, valid.top1, elapsed)
         if "ablation" in arch_means:
             log.info("ablation values (mean of the epoch) %s | marginal contributions %s",
                      np.array2string(arch_means["ablation"], precision=4),
                      np.array2string(arch_means["marginal"], precision=4))
-        log_weights(log, spec, probabilities)
-        log.info("genotype = %s", text)
+        if ctx.is_main:
+            report_architecture(args, model, spec, log, writer, weights_dir, epoch + 1, scalars)
 
         if use_metric and epoch >= args.pretrain_epochs + METRIC_WARMUP_EPOCHS:
             if len(metrics) >= METRIC_PATIENCE and all(abs(metric - m) <= METRIC_TOLERANCE
                                                        for m in metrics[-METRIC_PATIENCE:]):
                 stopped_early = True
             metrics.append(metric)
-        save_checkpoint({"kind": "search", "epoch": epoch + 1, "args": vars(args), "spec": spec.to_dict(),
-                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "architect": architect.state_dict(),
-                         "scaler": precision.scaler.state_dict(), "stream": stream.state_dict(),
-                         "metrics": metrics, "elapsed": elapsed, "stopped_early": stopped_early},
-                        run_dir / "checkpoint.pt")
+        if ctx.is_main:
+            save_checkpoint({"kind": "search", "epoch": epoch + 1, "args": vars(args),
+                             "spec": spec.to_dict() if spec is not None else None,
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "architect": architect.state_dict(),
+                             "scaler": precision.scaler.state_dict(), "stream": stream.state_dict(),
+                             "metrics": metrics, "elapsed": elapsed, "stopped_early": stopped_early},
+                            run_dir / "checkpoint.pt")
         if stopped_early:
             log.info("the architecture distance stayed within %g for %d epochs: search stopped early",
                      METRIC_TOLERANCE, METRIC_PATIENCE)
             break
-    writer.close()
-    finish(args, model, run_dir, out_path, log)
+    if ctx.is_main:
+        writer.close()
+        finish(args, model, run_dir, out_path, log)
+    return model
 
 
-def finish(args: argparse.Namespace, model: SearchNetwork, run_dir: Path, out_path: Path, log) -> None:
-    """Derive the final genotype, check that it builds, write it and print it."""
+def report_architecture(args: argparse.Namespace, model: SearchNetwork | MultiChannelSearchNetwork,
+                        spec: SupernetSpec | None, log, writer: SummaryWriter, weights_dir: Path, epoch: int,
+                        scalars: dict[str, float]) -> None:
+    """Rank 0's record of the architecture after an epoch: its weights (weights/epoch_NNN.npy, or
+    .npz of the grid's normal and reduce stages), the log, tensorboard, and what would be derived now."""
+    if spec is None:
+        np.savez(weights_dir / f"epoch_{epoch:03d}.npz", **model.raw_weights())
+        text = str(model.best_path().names())
+    else:
+        probabilities = model.probabilities()
+        np.save(weights_dir / f"epoch_{epoch:03d}.npy", probabilities)
+        text = format_genotype(model.genotype(args.parse_method, args.op_threshold)).strip()
+        tensorboard_weights(writer, spec, probabilities, epoch)
+        log_weights(log, spec, probabilities)
+    for key, value in scalars.items():
+        writer.add_scalar(key, value, epoch)
+    writer.add_text("genotype", text, epoch)
+    writer.flush()
+    log.info("%s = %s", "best path" if spec is None else "genotype", text)
+
+
+def finish(args: argparse.Namespace, model: SearchNetwork | MultiChannelSearchNetwork, run_dir: Path,
+           out_path: Path, log) -> None:
+    """Derive the final genotype (or path), check that it builds, write it and print it."""
+    origin = f"{GENOTYPE_MARK}: {args.method} search on {args.dataset}, seed {args.seed}"
+    if isinstance(model, MultiChannelSearchNetwork):
+        path = model.best_path()
+        write_path_file(out_path, out_path.stem, path, comments=(origin, f"run: {run_dir.name}; best path"))
+        (run_dir / "genotype.txt").write_text(out_path.read_text())
+        log.info("best path written to %s:\n%s", out_path, path.names())
+        log.info("train it with: python cnn/train.py --multi_channel --arch %s --dataset %s", out_path.stem,
+                 args.dataset)
+        return
     record = model.genotype(args.parse_method, args.op_threshold)
     try:
         to_architecture(record, out_path.stem)
@@ -599,7 +627,7 @@ def finish(args: argparse.Namespace, model: SearchNetwork, run_dir: Path, out_pa
     if args.ops == "sharp" and record.kind == "Genotype":
         record = replace(record, fields=record.fields + (("layout", "cell"),))   # sharpDARTS's form: sharp ops
     record = replace(record, comments=(
-        f"{GENOTYPE_MARK}: {args.method} search on {args.dataset}, seed {args.seed}",
+        origin,
         f"run: {run_dir.name}; parse: {args.parse_method}"
         + (f" op_threshold={args.op_threshold}" if args.parse_method != "darts" else ""),
     ))

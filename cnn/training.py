@@ -11,8 +11,12 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from distributed import is_main_process
 from errors import UserError
 from metrics import RunningSum, correct_topk
+from sampling import mix_seed
+
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 class DeviceError(UserError):
@@ -32,17 +36,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def memory_format(name: str, device: torch.device) -> torch.memory_format:
+    """auto: channels-last on the CPU, where it is the fast layout of oneDNN convolutions; on CUDA
+    it pays off with AMP on tensor cores, so there it is asked for explicitly."""
+    if name == "channels_last" or (name == "auto" and device.type == "cpu"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def progress(iterable, desc: str) -> tqdm:
+    """A progress bar on a terminal, on rank 0 only."""
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None if is_main_process() else True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def seed_epoch(seed: int, epoch: int, loader: DataLoader) -> None:
-    """Seed every random stream of one epoch from (seed, epoch), so a resumed run repeats it exactly."""
-    torch.manual_seed(seed * 100_003 + epoch)
-    if loader.generator is not None:
-        loader.generator.manual_seed(seed * 100_003 + epoch)
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed the model's random draws (drop path) of one epoch from (seed, epoch, rank), so a resumed
+    run repeats them exactly; the data order and augmentation are seeded by ``sampling``."""
+    torch.manual_seed(mix_seed(seed, epoch, rank))
 
 
 @dataclass
@@ -71,12 +87,17 @@ class EpochResult:
 
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                 device: torch.device, precision: Precision, *, auxiliary_weight: float = 0.0,
-                grad_clip: float = 0.0, desc: str = "train") -> EpochResult:
-    """One pass over `loader`; metrics stay on the device until the end of the epoch."""
+                grad_clip: float = 0.0, desc: str = "train",
+                memory_format: torch.memory_format = torch.contiguous_format) -> EpochResult:
+    """One pass over `loader`; metrics stay on the device until the end of the epoch.
+
+    `model` may be wrapped in DistributedDataParallel: its gradients arrive averaged over the
+    ranks before they are clipped, so every rank takes the same step.
+    """
     model.train()
     loss_sum, top1_sum, top5_sum = RunningSum(device), RunningSum(device), RunningSum(device)
-    for x, y in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for x, y in progress(loader, desc):
+        x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with precision.autocast():
             logits, logits_aux = model(x)
@@ -99,17 +120,25 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device,
-             precision: Precision, desc: str = "test") -> EpochResult:
+             precision: Precision, desc: str = "test", memory_format: torch.memory_format = torch.contiguous_format,
+             max_steps: int | None = None) -> EpochResult:
+    """Loss and accuracy of `model` (logits, or (logits, auxiliary logits)) in eval mode, over
+    every rank's shard when a process group runs."""
+    was_training = model.training
     model.eval()
     loss_sum, top1_sum, top5_sum = RunningSum(device), RunningSum(device), RunningSum(device)
-    for x, y in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for step, (x, y) in enumerate(progress(loader, desc)):
+        if max_steps is not None and step >= max_steps:
+            break
+        x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
         with precision.autocast():
-            logits, _ = model(x)
+            logits = model(x)
+            logits = logits[0] if isinstance(logits, tuple) else logits
             loss = criterion(logits, y)
         n = y.shape[0]
         top1, top5 = correct_topk(logits, y)
         loss_sum.add(loss * n, n)
         top1_sum.add(top1, n)
         top5_sum.add(top5, n)
+    model.train(was_training)
     return EpochResult(loss_sum.mean(), 100 * top1_sum.mean(), 100 * top5_sum.mean())

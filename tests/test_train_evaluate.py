@@ -219,3 +219,45 @@ def test_a_checkpoint_scored_on_another_dataset_is_refused(tmp_path, digits_chec
     done = run_script("evaluate_model.py", "--model_path", str(digits_checkpoint), "--dataset", "imagenet",
                       "--data", str(data))
     assert_one_sentence_error(done, "10-class", "--dataset imagenet")
+
+
+def test_load_starts_from_the_weights_with_a_fresh_schedule(logs, digits_checkpoint, capsys):
+    train.main(["--arch", "DARTS_V2", "--dataset", "digits", *TINY, "--batch_size", "256", "--epochs", "2",
+                "--load", str(digits_checkpoint.parent), "--learning_rate", "0", "--save", "loaded"])
+    run = only_run(logs)
+    assert f"started from the weights of {digits_checkpoint.parent}" in (run / "log.txt").read_text()
+    assert "epoch 1/2 lr 0.000e+00" in (run / "log.txt").read_text()      # its own schedule, from epoch 1
+    loaded = torch.load(run / "checkpoint.pt", weights_only=True)
+    source = torch.load(digits_checkpoint, weights_only=True)
+    # a zero learning rate leaves the loaded parameters as they were (BatchNorm statistics still move)
+    parameters = [k for k in source["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(parameters) > 20
+    for key in parameters:
+        assert torch.equal(loaded["model"][key], source["model"][key]), key
+    assert loaded["optimizer"]["state"] and loaded["epoch"] == 2
+
+
+def test_load_of_another_architecture_and_load_with_resume_are_refused(logs, digits_checkpoint):
+    done = run_script("train.py", "--arch", "DARTS_V1", "--dataset", "digits", *TINY, "--load", str(digits_checkpoint))
+    assert_one_sentence_error(done, "--load", "another architecture")
+    done = run_script("train.py", "--dataset", "digits", "--load", "a.pt", "--resume", "b")
+    assert done.returncode == 2 and "give only one of them" in done.stderr
+
+
+def test_step_schedule_decays_by_gamma_every_period(logs):
+    train.main(["--arch", "DARTS_V2", "--dataset", "digits", *TINY, "--batch_size", "256", "--epochs", "3",
+                "--lr_schedule", "step", "--learning_rate", "0.1", "--gamma", "0.5", "--decay_period", "2"])
+    log = (only_run(logs) / "log.txt").read_text()
+    assert "epoch 1/3 lr 1.000e-01" in log and "epoch 2/3 lr 1.000e-01" in log and "epoch 3/3 lr 5.000e-02" in log
+
+
+def test_a_multi_channel_path_trains_and_evaluates(logs, capsys):
+    train.main(["--multi_channel", "--arch", "MULTI_CHANNEL_HANDMADE_PATH", "--dataset", "digits", "--epochs", "1",
+                "--batch_size", "256"])
+    run = only_run(logs)
+    result = json.loads((run / "results.json").read_text())
+    assert result["arch"] == "MULTI_CHANNEL_HANDMADE_PATH"
+    assert result["params"] == 1_035_882      # as in test_multichannel: digits has CIFAR-10's 10 classes
+    out = evaluate_output(capsys, "--model_path", str(run / "model_best.pt"))
+    assert "multi-channel path MULTI_CHANNEL_HANDMADE_PATH | widths 32 > 32 > 64" in out
+    assert f"digits test top-1 {result['best']['test_top1']:.2f}%" in out

@@ -1,0 +1,139 @@
+"""torchrun: sharded sample orders, global BatchNorm, and real 2-process gloo runs on the CPU."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from distributed import Dist, DistributedError
+from sampling import EvalShard, ShardedOrder
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "distributed_worker.py"
+TORCHRUN = shutil.which("torchrun")
+
+
+def _torchrun(args: list[str], env: dict, nproc: int = 2) -> subprocess.CompletedProcess:
+    if TORCHRUN is None:
+        pytest.fail("torchrun is not on PATH; it comes with torch")
+    command = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", *args]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_the_shards_of_a_step_are_the_global_batch_of_one_process():
+    n, batch, world = 40, 8, 2
+    single = list(ShardedOrder(n, seed=3))
+    shards = [list(ShardedOrder(n, seed=3, rank=r, world_size=world)) for r in range(world)]
+    per_rank = batch // world
+    for step in range(n // batch):
+        together = sorted(item for shard in shards for item in shard[step * per_rank:(step + 1) * per_rank])
+        assert together == sorted(single[step * batch:(step + 1) * batch])   # same samples, same augmentation seeds
+    assert len(set(i for i, _ in single)) == n
+
+
+def test_every_rank_makes_the_same_number_of_steps_and_passes_differ():
+    shards = [ShardedOrder(41, seed=0, rank=r, world_size=2) for r in range(2)]
+    assert [len(s) for s in shards] == [20, 20] and [len(list(s)) for s in shards] == [20, 20]
+    order = ShardedOrder(41, seed=0)
+    first = [i for i, _ in order]
+    order.set_epoch(1)
+    assert sorted(first) == sorted(i for i, _ in order) and first != [i for i, _ in order]
+
+
+def test_a_pass_resumes_at_a_batch():
+    full = list(ShardedOrder(30, seed=1, rank=1, world_size=3, batch_size=2))
+    resumed = ShardedOrder(30, seed=1, rank=1, world_size=3, batch_size=2)
+    resumed.start_batch = 2
+    assert list(resumed) == full[4:] and len(resumed) == len(full) - 4
+
+
+def test_evaluation_shards_score_every_sample_once():
+    shards = [list(EvalShard(11, r, 3)) for r in range(3)]
+    assert sorted(sum(shards, [])) == list(range(11))
+
+
+def test_the_global_batch_must_split_over_the_ranks():
+    assert Dist(rank=1, local_rank=1, world_size=4).per_rank_batch(96) == 24
+    with pytest.raises(DistributedError, match="multiple of 4"):
+        Dist(world_size=4).per_rank_batch(90)
+
+
+def test_global_batchnorm_computes_the_full_batch_exactly(tmp_path):
+    _torchrun([str(WORKER), "batchnorm", str(tmp_path)], {})
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, dtype=torch.float64) * 3 + 1
+    w = torch.randn(8, 3, 5, 5, dtype=torch.float64)
+    bn = nn.BatchNorm2d(3).double()
+    nn.init.uniform_(bn.weight, generator=torch.Generator().manual_seed(1))
+    xr = x.clone().requires_grad_(True)
+    y = bn(xr)
+    (y * w).sum().backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for r, got in enumerate(ranks):
+        share = slice(4 * r, 4 * r + 4)
+        torch.testing.assert_close(got["y"], y[share].detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["x_grad"], xr.grad[share], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["running_mean"], bn.running_mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["running_var"], bn.running_var, rtol=1e-12, atol=1e-12)
+    # the affine gradients are per rank; DistributedDataParallel sums them (then averages)
+    torch.testing.assert_close(ranks[0]["weight_grad"] + ranks[1]["weight_grad"], bn.weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ranks[0]["bias_grad"] + ranks[1]["bias_grad"], bn.bias.grad, rtol=1e-12, atol=1e-12)
+
+
+def _scalars(run: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in ("train_loss", "test_loss", "valid_loss")}
+
+
+# 64 training images (digits minus a 95.5% held-out part) in one global batch of 64: one step
+# per epoch, so each epoch's losses are those of the weights after one more step. Contiguous
+# layout: oneDNN's channels-last kernels round differently for batches of 32 and 64, and four
+# steps amplify that to ~1e-4; without --sync_bn the runs differ by ~4e-3.
+TRAIN = ("cnn/train.py --arch DARTS_V2 --dataset digits --init_channels 4 --layers 3 --epochs 4 --batch_size 64 "
+         "--valid_portion 0.955 --drop_path_prob 0 --learning_rate 0.02 --device cpu --sync_bn --memory_format contiguous")
+
+
+def test_torchrun_training_follows_a_single_process_step_by_step(tmp_path):
+    env = {"DARTS_LOGS_DIR": str(tmp_path / "logs")}
+    _torchrun([*TRAIN.split(), "--save", "ddp"], env)
+    subprocess.run([sys.executable, *TRAIN.split(), "--save", "single"], cwd=REPO, check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=600)
+    runs = {p.name.split("-")[0]: p for p in (tmp_path / "logs" / "eval").iterdir()}
+    assert sorted(runs) == ["ddp", "single"]      # rank 1 wrote no run folder of its own
+    assert "2 processes, 32 images each per step, global BatchNorm" in (runs["ddp"] / "log.txt").read_text()
+    ddp, single = _scalars(runs["ddp"]), _scalars(runs["single"])
+    for tag in ddp:
+        assert len(ddp[tag]) == 4
+        np.testing.assert_allclose(ddp[tag], single[tag], rtol=1e-4)
+    a = torch.load(runs["ddp"] / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(runs["single"] / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("extra", ["", "--multi_channel --init_channels 4 --steps 2 --layers 2"])
+def test_torchrun_search_keeps_one_architecture_and_writes_one_genotype(tmp_path, extra):
+    genotypes = tmp_path / "genotypes"
+    flags = (f"--dataset digits --layers 3 --steps 2 --multiplier 2 --init_channels 4 --epochs 2 --batch_size 16 --max_steps 3 "
+             f"--device cpu --genotype_name ddp_search {extra} --unrolled").split()
+    if "--multi_channel" in extra:
+        flags.remove("--unrolled")
+    _torchrun([str(WORKER), "search", str(tmp_path), "--", *flags],
+              {"DARTS_LOGS_DIR": str(tmp_path / "logs"), "DARTS_TEST_GENOTYPES": str(genotypes)})
+    alphas = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for a, b in zip(*alphas):
+        assert torch.equal(a, b)                  # bit for bit: every rank applied the same update
+    written = sorted(p.relative_to(genotypes) for p in genotypes.rglob("*.txt"))
+    assert written == [Path("multi_channel/ddp_search.txt") if extra else Path("ddp_search.txt")]
+    assert len(list((tmp_path / "logs" / "search").iterdir())) == 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -9,11 +10,15 @@ from errors import UserError
 
 
 def run(main: Callable[[], object]) -> None:
-    """Call main(); a UserError ends with `error: ...` and exit 2, Ctrl-C with 130, else main's int status."""
+    """Call main(); a UserError ends with `error: ...` and exit 2, Ctrl-C with 130, else main's int status.
+
+    Under torchrun every rank meets the same bad input; only rank 0 says so.
+    """
     try:
         status = main()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

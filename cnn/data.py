@@ -403,22 +403,13 @@ def default_workers(name: str) -> int:
     return 0 if _canonical(name) == "digits" else min(4, os.cpu_count() or 1)
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int = 0, drop_last: bool = False,
-                seed: int = 0, sampler=None) -> DataLoader:
-    """A DataLoader whose shuffling and worker seeds come from a generator seeded with ``seed``.
-
-    With a ``sampler`` (e.g. DistributedSampler) ``shuffle`` is ignored: the sampler orders. Memory
-    is pinned only when CUDA is available; workers persist across epochs when ``workers > 0``.
-    """
-    generator = torch.Generator()
-    generator.manual_seed(int(seed))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
-        generator=generator,
-    )
+def make_loader(dataset: Dataset, batch_size: int, *, workers: int = 0, sampler=None) -> DataLoader:
+    """A DataLoader in `sampler`'s order (``sampling.ShardedOrder`` for training, ``EvalShard`` for
+    scoring), or in dataset order. Randomness lives in the sampler and in ``sampling.SeededSamples``,
+    not in the loader, so batches do not depend on the number of workers. The loader has a
+    generator of its own: every ``iter()`` draws a base seed from it, and drawing from torch's
+    global generator instead would shift the model's random draws (drop path, D-DARTS ablation)
+    by when iterators are created, e.g. differently after a resume. Memory is pinned only when
+    CUDA is available."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0))

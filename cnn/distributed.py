@@ -47,6 +47,12 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def describe(self, batch: int, sync_bn: bool) -> str:
+        """The log's note on how a step is shared ('' for one process)."""
+        if not self.enabled:
+            return ""
+        return f" | {self.world_size} processes, {batch} images each per step" + (", global BatchNorm" if sync_bn else "")
+
     def per_rank_batch(self, batch_size: int) -> int:
         """Each rank's share of the global batch."""
         if batch_size % self.world_size:
@@ -74,8 +80,10 @@ def process_group(device: torch.device) -> Iterator[tuple[Dist, torch.device]]:
         return
     ctx = Dist(_env_int("RANK", 0), _env_int("LOCAL_RANK", 0), world_size)
     if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", ctx.local_rank)
+        if device.index is not None:
+            raise DistributedError(f"--device {device} would put every process on one GPU; under torchrun use "
+                                   f"--device cuda (or auto): each process takes the GPU of its local rank")
+        device = torch.device("cuda", ctx.local_rank)
         if device.index >= torch.cuda.device_count():
             raise DistributedError(f"local rank {ctx.local_rank} has no GPU ({torch.cuda.device_count()} visible); "
                                    f"start at most that many processes per node")
@@ -115,6 +123,15 @@ def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(values)
     return values
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, so that every rank scores
+    and saves the same model when the statistics were gathered per rank."""
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def broadcast_object(obj, src: int = 0):

@@ -90,14 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     workers = default_workers(dataset) if args.workers is None else args.workers
     precision, criterion = Precision(device, args.amp), nn.CrossEntropyLoss()
-    test = evaluate(model, make_loader(test_set, args.batch_size, shuffle=False, workers=workers), criterion,
+    test = evaluate(model, make_loader(test_set, args.batch_size, workers=workers), criterion,
                     device, precision)
     print(f"{dataset} test top-1 {test.top1:.2f}% | top-5 {test.top5:.2f}% | loss {test.loss:.4f} "
           f"({len(test_set)} images)")
     extra_dir = cifar10_1_dir(dataset, args.data, args.cifar10_1)
     if extra_dir:
         extra_set = cifar10_1_dataset(extra_dir)
-        extra = evaluate(model, make_loader(extra_set, args.batch_size, shuffle=False, workers=workers), criterion,
+        extra = evaluate(model, make_loader(extra_set, args.batch_size, workers=workers), criterion,
                          device, precision, desc="cifar10.1")
         print(f"cifar10.1 top-1 {extra.top1:.2f}% | top-5 {extra.top5:.2f}% ({len(extra_set)} images)")
 

@@ -30,7 +30,7 @@ from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resum
 from cosine_power_annealing import ScheduleFactor, cosine_power_annealing
 from data import (DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers,
                   make_loader, split_train_valid, with_transform)
-from distributed import Dist, broadcast_object, process_group, sync_batchnorm
+from distributed import Dist, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
 from metrics import count_macs, count_parameters
 from model import ModelSpec, load_model_weights
 from multichannel import PathSpec
@@ -62,9 +62,9 @@ def portion(text: str) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train a genotype from scratch.",
                                 formatter_class=cli.HelpFormatter)
-    p.add_argument("--arch", default="DARTS_V2",
-                   help="genotype name in genotypes/ or a path to a genotype file; with --multi_channel a path name "
-                        "in genotypes/multi_channel/ or a path file")
+    p.add_argument("--arch", default=None,
+                   help="genotype name in genotypes/ or a path to a genotype file (default DARTS_V2); with "
+                        "--multi_channel a path name in genotypes/multi_channel/ or a path file")
     p.add_argument("--multi_channel", action="store_true",
                    help="train a sharpDARTS multi-channel path (cnn/multichannel.py) instead of a cell network")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS)
@@ -127,8 +127,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.load and args.resume:
         p.error("--load starts a new run from weights and --resume continues one: give only one of them")
-    if args.multi_channel and args.auxiliary:
-        p.error("a multi-channel path has no auxiliary head: drop --auxiliary")
+    if args.multi_channel:
+        if args.arch is None:
+            p.error("--multi_channel needs --arch, a path name in genotypes/multi_channel/ or a path file")
+        fixed = [flag for flag in ("auxiliary", "init_channels", "layers") if getattr(args, flag)] + \
+            (["ops"] if args.ops != "auto" else [])
+        if fixed:
+            p.error(f"a multi-channel path fixes its own widths and depth and has no auxiliary head: drop "
+                    f"{', '.join('--' + flag for flag in fixed)}")
+    elif args.arch is None:
+        args.arch = "DARTS_V2"
     return args
 
 
@@ -155,9 +163,8 @@ def load_start_weights(model: nn.Module, spec: ModelSpec | PathSpec, path_text: 
     path = Path(path_text)
     if path.is_dir():
         path = path / "model_best.pt"
-    weights = model_state_dict(load_checkpoint(path))
     try:
-        load_model_weights(model, spec, weights, str(path))
+        load_model_weights(model, spec, model_state_dict(load_checkpoint(path)), str(path))
     except CheckpointError as e:
         raise CheckpointError(f"--load: {e}") from None
 
@@ -196,12 +203,12 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
 
     workers = default_workers(args.dataset) if args.workers is None else args.workers
     order = ShardedOrder(len(train_set), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
-    train_loader = make_loader(SeededSamples(train_set), batch, shuffle=False, workers=workers, sampler=order)
+    train_loader = make_loader(SeededSamples(train_set), batch, workers=workers, sampler=order)
 
     def eval_loader(dataset):
         if dataset is None:
             return None
-        return make_loader(dataset, batch, shuffle=False, workers=workers,
+        return make_loader(dataset, batch, workers=workers,
                            sampler=EvalShard(len(dataset), ctx.rank, ctx.world_size))
 
     test_loader, valid_loader, extra_loader = eval_loader(test_set), eval_loader(valid_set), eval_loader(extra_set)
@@ -223,17 +230,16 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         run_dir = create_run_dir("eval", args.save)
     run_dir = broadcast_object(run_dir)
     # The parameters a step uses are the same every step (an op on a skipped edge never is): a static graph.
+    # With --sync_bn every rank's statistics are already the global ones: no buffer broadcast per step.
     model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                    static_graph=True) if ctx.enabled else net
+                                    static_graph=True, broadcast_buffers=not args.sync_bn) if ctx.enabled else net
     if ctx.is_main:
         record_invocation(run_dir, vars(args), device)
     log = setup_logger(run_dir, "train", enabled=ctx.is_main)
     log.info("run folder %s", run_dir)
     log.info("args %s", json.dumps(vars(args), sort_keys=True))
-    log.info("%s | device %s%s%s", spec.describe(), device,
-             f" | amp {precision.dtype}" if precision.enabled else "",
-             f" | {ctx.world_size} processes, {batch} images each per step"
-             + (", global BatchNorm" if args.sync_bn else "") if ctx.enabled else "")
+    log.info("%s | device %s%s%s", spec.describe(), device, f" | amp {precision.dtype}" if precision.enabled else "",
+             ctx.describe(batch, args.sync_bn))
     log.info("param size = %.6fM (without auxiliary head) | MACs = %.2fM at %dx%d", params / 1e6, macs / 1e6,
              info.image_size, info.image_size)
     if args.load and state is None:
@@ -257,6 +263,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
                             auxiliary_weight=args.auxiliary_weight, grad_clip=args.grad_clip,
                             desc=f"epoch {epoch + 1}/{args.epochs}", memory_format=fmt)
         scheduler.step()
+        broadcast_buffers(net)
         test = evaluate(net, test_loader, test_criterion, device, precision, memory_format=fmt)
         scores = {"train_loss": train.loss, "train_top1": train.top1, "test_loss": test.loss,
                   "test_top1": test.top1, "test_top5": test.top5, "lr": lr}

@@ -63,7 +63,8 @@ from architect import CELL_LOSSES, SEP_LOSSES, ArchConfig, Architect, search_ite
 from checkpoint import resume_arguments, save_checkpoint
 from data import DATASETS, build_datasets, dataset_info, default_workers, make_loader, split_train_valid, with_transform
 from derive import PARSE_METHODS
-from distributed import Dist, broadcast_object, is_distributed, process_group, sync_batchnorm
+from distributed import (Dist, average_over_ranks, broadcast_buffers, broadcast_object, is_distributed, process_group,
+                         sync_batchnorm)
 from genotypes import PRIMITIVE_SETS, GenotypeError, format_genotype, to_architecture, write_genotype_file
 from metrics import RunningSum, correct_topk
 from model_search import WEIGHTINGS, Baseline, SearchError, SearchNetwork, SupernetSpec, load_baseline, make_spec
@@ -269,7 +270,7 @@ class SearchStream:
                  memory_format: torch.memory_format = torch.contiguous_format, ctx: Dist = Dist()):
         self.sampler = ShardedOrder(len(dataset), seed, stream=1, rank=ctx.rank, world_size=ctx.world_size,
                                     batch_size=batch_size)
-        self.loader = make_loader(SeededSamples(dataset), batch_size, shuffle=False, workers=workers,
+        self.loader = make_loader(SeededSamples(dataset), batch_size, workers=workers,
                                   sampler=self.sampler)
         self.device = device
         self.memory_format = memory_format
@@ -305,9 +306,12 @@ class SearchStream:
 # ----------------------------------------------------------------------------------------
 
 def genotype_file(name: str, multi_channel: bool = False) -> Path:
-    """genotypes/<name>.txt, or genotypes/multi_channel/<name>.txt for a multi-channel path."""
+    """genotypes/<name>.txt, or genotypes/multi_channel/<name>.txt for a multi-channel path (whose
+    name is also the NAME inside the file, so a Python identifier)."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise SearchError(f"--genotype_name {name!r} must be a plain file name (letters, digits, _ - .)")
+    if multi_channel and not name.isidentifier():
+        raise SearchError(f"--genotype_name {name!r} names a multi-channel path: use letters, digits and _ only")
     return (GENOTYPE_OUTPUT_DIR / "multi_channel" if multi_channel else GENOTYPE_OUTPUT_DIR) / f"{name}.txt"
 
 
@@ -423,8 +427,8 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
 
     workers = default_workers(args.dataset) if args.workers is None else args.workers
     order = ShardedOrder(len(train_half), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
-    train_loader = make_loader(SeededSamples(train_half), batch, shuffle=False, workers=workers, sampler=order)
-    valid_loader = make_loader(valid_half, batch, shuffle=False, workers=workers,
+    train_loader = make_loader(SeededSamples(train_half), batch, workers=workers, sampler=order)
+    valid_loader = make_loader(valid_half, batch, workers=workers,
                                sampler=EvalShard(len(valid_half), ctx.rank, ctx.world_size))
     stream = SearchStream(search_half, batch, workers, args.seed, device, fmt, ctx)
 
@@ -439,23 +443,24 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
         start_epoch, elapsed, metrics = state["epoch"], state["elapsed"], list(state["metrics"])
         if state.get("stopped_early"):
             start_epoch = total_epochs
-    elif ctx.is_main:
-        if args.genotype_name is not None:
+    else:
+        if args.genotype_name is not None:   # every rank checks (and fails) alike: no rank left waiting
             check_writable_genotype(genotype_file(args.genotype_name, args.multi_channel))
-        run_dir = create_run_dir("search", f"search-{args.save}")
-        if args.genotype_name is None:
-            args.genotype_name = run_dir.name.removeprefix("search-")
+        if ctx.is_main:
+            run_dir = create_run_dir("search", f"search-{args.save}")
+            if args.genotype_name is None:
+                name = run_dir.name.removeprefix("search-")
+                args.genotype_name = name.replace("-", "_") if args.multi_channel else name
     run_dir, args.genotype_name = broadcast_object((run_dir, args.genotype_name))
     out_path = genotype_file(args.genotype_name, args.multi_channel)
+    check_writable_genotype(out_path)
     if ctx.is_main:
-        check_writable_genotype(out_path)
         record_invocation(run_dir, vars(args), device)
     log = setup_logger(run_dir, "search", enabled=ctx.is_main)
     log.info("run folder %s", run_dir)
     log.info("method %s (%s)", args.method, getattr(args, "method_source", "--method"))
     log.info("args %s", json.dumps(vars(args), sort_keys=True))
-    shared = (f" | {ctx.world_size} processes, {batch} images each per step"
-              + (", global BatchNorm" if args.sync_bn else "")) if ctx.enabled else ""
+    shared = ctx.describe(batch, args.sync_bn)
     amp = f" | amp {precision.dtype}" if precision.enabled else ""
     if spec is None:
         log.info("multi-channel grid: widths %s, %d layers of a stride-1 and a stride-2 stage, %s weighting | "
@@ -532,6 +537,8 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
         scheduler.step()
         if searching:
             architect.end_epoch()
+        broadcast_buffers(model)
+        average_over_ranks(list(arch_sums.values()))       # the epoch's statistics over every rank's batches
         valid = evaluate(model, valid_loader, nn.CrossEntropyLoss(), device, precision, desc="valid",
                          memory_format=fmt, max_steps=args.max_steps)
         elapsed += time.time() - started

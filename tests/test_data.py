@@ -10,6 +10,7 @@ from torchvision import datasets as tv_datasets
 import data
 from data import (DATASETS, Cutout, DataError, build_datasets, cifar10_1_dataset, dataset_info,
                   find_cifar10_1, make_loader, split_train_valid)
+from sampling import EvalShard, SeededSamples, ShardedOrder
 from tiny_datasets import make_cifar10, make_cifar10_1, make_cifar100, make_imagefolder
 
 
@@ -290,40 +291,29 @@ def _order(loader):
     return torch.cat([y for _, y in loader]).tolist()
 
 
-def test_make_loader_reproducible_with_the_same_seed():
+def test_make_loader_follows_its_sampler_or_the_dataset_order():
     ds = _Range(50)
-    first = make_loader(ds, 8, shuffle=True, seed=7)
-    assert first.pin_memory == torch.cuda.is_available()
-    assert _order(first) == _order(make_loader(ds, 8, shuffle=True, seed=7))
-    assert _order(first) != _order(make_loader(ds, 8, shuffle=True, seed=8))
-    assert _order(make_loader(ds, 8, shuffle=False)) == list(range(50))
-    dropped = make_loader(ds, 8, shuffle=True, drop_last=True)
-    assert len(dropped) == 6 and len(_order(dropped)) == 48
-    sampled = make_loader(ds, 8, shuffle=True, sampler=list(range(10)))
-    assert _order(sampled) == list(range(10))
+    plain = make_loader(ds, 8)
+    assert plain.pin_memory == torch.cuda.is_available()
+    assert _order(plain) == list(range(50))
+    assert _order(make_loader(ds, 8, sampler=EvalShard(50, 1, 3))) == list(range(1, 50, 3))
+    state = torch.get_rng_state()
+    list(make_loader(ds, 8))
+    assert torch.equal(state, torch.get_rng_state())     # the model's random draws do not depend on loaders
 
 
-def test_make_loader_workers_reproduce_augmentation(digits):
-    train, _ = digits
-    subset = torch.utils.data.Subset(train, range(64))
-    batches = []
-    for _ in range(2):
-        loader = make_loader(subset, 16, shuffle=True, workers=2, seed=1)
-        batches.append(next(iter(loader)))
-    assert torch.equal(batches[0][1], batches[1][1])
-    assert torch.equal(batches[0][0], batches[1][0])  # same crops: worker seeds come from the generator
-
-
-def test_reseeding_the_generator_repeats_a_later_epoch_with_workers(digits):
-    # what makes --resume exact: epoch k depends only on the seed set at its start
+def test_seeded_samples_augment_the_same_with_any_number_of_workers(digits):
+    # what makes --resume exact and torchrun shares equal one process's batches: a sample's
+    # augmentation depends on (seed, pass, position) only
     train, _ = digits
     subset = torch.utils.data.Subset(train, range(48))
-    loader = make_loader(subset, 16, shuffle=True, workers=2, seed=1)
     epochs = []
-    for epoch in range(2):
-        loader.generator.manual_seed(100 + epoch)
-        epochs.append(list(loader))
-    resumed = make_loader(subset, 16, shuffle=True, workers=2, seed=1)
-    resumed.generator.manual_seed(101)
-    for (x, y), (x2, y2) in zip(epochs[1], list(resumed), strict=True):
+    for workers in (0, 2):
+        order = ShardedOrder(len(subset), seed=1)
+        order.set_epoch(3)
+        epochs.append(list(make_loader(SeededSamples(subset), 16, workers=workers, sampler=order)))
+    for (x, y), (x2, y2) in zip(*epochs, strict=True):
         assert torch.equal(y, y2) and torch.equal(x, x2)
+    order = ShardedOrder(len(subset), seed=1)
+    order.set_epoch(4)
+    assert not torch.equal(next(iter(make_loader(SeededSamples(subset), 16, sampler=order)))[0], epochs[0][0][0])

@@ -95,6 +95,16 @@ def _scalars(run: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in ("train_loss", "test_loss", "valid_loss")}
 
 
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-5, msg=key)
+
+
 # 64 training images (digits minus a 95.5% held-out part) in one global batch of 64: one step
 # per epoch, so each epoch's losses are those of the weights after one more step. Contiguous
 # layout: oneDNN's channels-last kernels round differently for batches of 32 and 64, and four
@@ -105,35 +115,67 @@ TRAIN = ("cnn/train.py --arch DARTS_V2 --dataset digits --init_channels 4 --laye
 
 def test_torchrun_training_follows_a_single_process_step_by_step(tmp_path):
     env = {"DARTS_LOGS_DIR": str(tmp_path / "logs")}
-    _torchrun([*TRAIN.split(), "--save", "ddp"], env)
-    subprocess.run([sys.executable, *TRAIN.split(), "--save", "single"], cwd=REPO, check=True, capture_output=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=600)
+    single_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    # both stop after two steps, are compared, and are resumed (under torchrun for the distributed one)
+    _torchrun([*TRAIN.split(), "--save", "ddp", "--stop_epoch", "2"], env)
+    subprocess.run([sys.executable, *TRAIN.split(), "--save", "single", "--stop_epoch", "2"], cwd=REPO, check=True,
+                   capture_output=True, env=single_env, timeout=600)
     runs = {p.name.split("-")[0]: p for p in (tmp_path / "logs" / "eval").iterdir()}
     assert sorted(runs) == ["ddp", "single"]      # rank 1 wrote no run folder of its own
+    _assert_same_weights(_weights(runs["ddp"]), _weights(runs["single"]))
+    _torchrun(["cnn/train.py", "--resume", str(runs["ddp"])], env)
+    subprocess.run([sys.executable, "cnn/train.py", "--resume", str(runs["single"])], cwd=REPO, check=True,
+                   capture_output=True, env=single_env, timeout=600)
     assert "2 processes, 32 images each per step, global BatchNorm" in (runs["ddp"] / "log.txt").read_text()
     ddp, single = _scalars(runs["ddp"]), _scalars(runs["single"])
     for tag in ddp:
         assert len(ddp[tag]) == 4
         np.testing.assert_allclose(ddp[tag], single[tag], rtol=1e-4)
-    a = torch.load(runs["ddp"] / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(runs["single"] / "checkpoint.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-4, msg=key)
+    _assert_same_weights(_weights(runs["ddp"]), _weights(runs["single"]))
+    assert torch.load(runs["ddp"] / "checkpoint.pt", weights_only=True)["epoch"] == 4
 
 
-@pytest.mark.parametrize("extra", ["", "--multi_channel --init_channels 4 --steps 2 --layers 2"])
-def test_torchrun_search_keeps_one_architecture_and_writes_one_genotype(tmp_path, extra):
-    genotypes = tmp_path / "genotypes"
-    flags = (f"--dataset digits --layers 3 --steps 2 --multiplier 2 --init_channels 4 --epochs 2 --batch_size 16 --max_steps 3 "
-             f"--device cpu --genotype_name ddp_search {extra} --unrolled").split()
-    if "--multi_channel" in extra:
-        flags.remove("--unrolled")
-    _torchrun([str(WORKER), "search", str(tmp_path), "--", *flags],
-              {"DARTS_LOGS_DIR": str(tmp_path / "logs"), "DARTS_TEST_GENOTYPES": str(genotypes)})
-    alphas = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    for a, b in zip(*alphas):
-        assert torch.equal(a, b)                  # bit for bit: every rank applied the same update
-    written = sorted(p.relative_to(genotypes) for p in genotypes.rglob("*.txt"))
-    assert written == [Path("multi_channel/ddp_search.txt") if extra else Path("ddp_search.txt")]
-    assert len(list((tmp_path / "logs" / "search").iterdir())) == 1
+SEARCH = ("--dataset digits --layers 3 --steps 2 --multiplier 2 --init_channels 4 --batch_size 16 --device cpu "
+          "--sync_bn --memory_format contiguous --unrolled --epochs 1 --max_steps 1")
+
+
+def _search(tmp_path: Path, name: str, flags: str, nproc: int) -> list[torch.Tensor]:
+    out = tmp_path / name
+    out.mkdir()
+    _torchrun([str(WORKER), "search", str(out), "--", *flags.split()],
+              {"DARTS_LOGS_DIR": str(out / "logs"), "DARTS_TEST_GENOTYPES": str(out / "genotypes")}, nproc=nproc)
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(nproc)]
+    for other in ranks[1:]:
+        for a, b in zip(ranks[0], other, strict=True):
+            assert torch.equal(a, b)             # bit for bit: every rank applied the same update
+    assert len(list((out / "logs" / "search").iterdir())) == 1
+    return ranks[0]
+
+
+def test_torchrun_search_takes_the_second_order_step_of_one_process(tmp_path):
+    two = _search(tmp_path, "two", SEARCH + " --genotype_name ddp_search", 2)
+    one = _search(tmp_path, "one", SEARCH + " --genotype_name ddp_search", 1)
+    still = _search(tmp_path, "still", SEARCH + " --arch_learning_rate 0", 1)
+    for a, b, c in zip(two, one, still, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        assert (b - c).abs().min() > 1e-4         # Adam's first step moves every alpha by about its rate, 3e-4
+    assert [p.name for p in (tmp_path / "two" / "genotypes").rglob("*.txt")] == ["ddp_search.txt"]
+
+
+def test_torchrun_multi_channel_search_writes_one_path_named_after_its_run(tmp_path):
+    _search(tmp_path, "grid", "--dataset digits --multi_channel --init_channels 4 --steps 2 --layers 2 --epochs 2 "
+                              "--batch_size 16 --max_steps 2 --device cpu --save grid", 2)
+    written = list((tmp_path / "grid" / "genotypes").rglob("*.txt"))
+    assert len(written) == 1 and written[0].parent.name == "multi_channel"
+    assert written[0].stem.startswith("grid_") and written[0].stem.isidentifier()
+
+
+def test_a_batch_that_does_not_split_is_one_sentence_from_rank_0(tmp_path):
+    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "cnn/train.py", "--dataset", "digits",
+                           "--device", "cpu", "--batch_size", "63"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "DARTS_LOGS_DIR": str(tmp_path)}, timeout=300)
+    assert done.returncode != 0
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
+    assert errors == ["error: --batch_size 63 is the global batch and must split evenly over 2 processes; "
+                      "use a multiple of 2"]
+    assert not (tmp_path / "eval").exists()

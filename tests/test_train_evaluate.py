@@ -261,3 +261,13 @@ def test_a_multi_channel_path_trains_and_evaluates(logs, capsys):
     out = evaluate_output(capsys, "--model_path", str(run / "model_best.pt"))
     assert "multi-channel path MULTI_CHANNEL_HANDMADE_PATH | widths 32 > 32 > 64" in out
     assert f"digits test top-1 {result['best']['test_top1']:.2f}%" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--multi_channel"], "--multi_channel needs --arch"),
+    (["--multi_channel", "--arch", "MULTI_CHANNEL_MAX_W_PATH", "--init_channels", "8"], "drop --init_channels"),
+    (["--multi_channel", "--arch", "NO_SUCH_PATH"], "unknown multi-channel path 'NO_SUCH_PATH'"),
+])
+def test_multi_channel_flags_are_checked(logs, flags, message):
+    done = run_script("train.py", "--dataset", "digits", *flags)
+    assert done.returncode == 2 and message in done.stderr

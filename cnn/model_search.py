@@ -318,10 +318,6 @@ class SearchNetwork(nn.Module):
         return np.stack([op_probabilities(a.detach().float(), self.spec.weighting).cpu().double().numpy()
                          for a in self.alphas])
 
-    def layer_probabilities(self) -> np.ndarray:
-        """(layers, n_edges, n_ops): the set each layer uses, repeated (D-DARTS's to_parse)."""
-        return self.probabilities()[list(self.spec.layer_sets)]
-
     def genotype(self, method: str = "darts", op_threshold: float = 0.85,
                  weights: np.ndarray | None = None) -> GenotypeRecord:
         """The genotype the current weights (or `weights`, (n_sets, n_edges, n_ops)) stand for.

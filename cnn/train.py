@@ -27,7 +27,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
-from cosine_power_annealing import ScheduleFactor, cosine_power_annealing
 from data import (DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers,
                   make_loader, split_train_valid, with_transform)
 from distributed import Dist, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
@@ -38,11 +37,10 @@ from operations import OPS
 from paths import REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
 from sampling import EvalShard, SeededSamples, ShardedOrder
-from training import (MEMORY_FORMATS, Precision, evaluate, memory_format, resolve_device, seed_epoch, seed_everything,
-                      train_epoch)
+from training import (LR_SCHEDULES, MEMORY_FORMATS, Precision, evaluate, lr_scheduler, memory_format, resolve_device,
+                      seed_epoch, seed_everything, train_epoch)
 
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch")
-LR_SCHEDULES = ("cosine", "cosine_power", "step")
 
 
 def positive_int(text: str) -> int:
@@ -138,18 +136,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     elif args.arch is None:
         args.arch = "DARTS_V2"
     return args
-
-
-def lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
-    """One learning rate per epoch; scheduler.step() after each epoch."""
-    if args.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
-    if args.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
-    schedule = cosine_power_annealing(epochs=args.epochs, max_lr=args.learning_rate, min_lr=args.learning_rate_min,
-                                      exponent_order=args.lr_power_annealing_exponent_order,
-                                      warmup_epochs=args.warmup_epochs or None)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, ScheduleFactor(schedule, args.learning_rate))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,9 +73,8 @@ from operations import OPS
 from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
 from sampling import EvalShard, SeededSamples, ShardedOrder
-from train import lr_scheduler
-from training import (MEMORY_FORMATS, Precision, evaluate, memory_format, progress, resolve_device, seed_epoch,
-                      seed_everything)
+from training import (MEMORY_FORMATS, Precision, evaluate, lr_scheduler, memory_format, progress, resolve_device,
+                      seed_epoch, seed_everything)
 
 METHODS = ("darts", "sharp", "ddarts", "dartopti")
 METHOD_HINTS = {

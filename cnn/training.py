@@ -1,6 +1,7 @@
 """The supervised training loop shared by train.py and the searches: devices, AMP, epochs."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import random
 from dataclasses import dataclass
@@ -11,12 +12,14 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from cosine_power_annealing import ScheduleFactor, cosine_power_annealing
 from distributed import is_main_process
 from errors import UserError
 from metrics import RunningSum, correct_topk
 from sampling import mix_seed
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+LR_SCHEDULES = ("cosine", "cosine_power", "step")
 
 
 class DeviceError(UserError):
@@ -42,6 +45,18 @@ def memory_format(name: str, device: torch.device) -> torch.memory_format:
     if name == "channels_last" or (name == "auto" and device.type == "cpu"):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
+    """One learning rate per epoch; scheduler.step() after each epoch."""
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    if args.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+    schedule = cosine_power_annealing(epochs=args.epochs, max_lr=args.learning_rate, min_lr=args.learning_rate_min,
+                                      exponent_order=args.lr_power_annealing_exponent_order,
+                                      warmup_epochs=args.warmup_epochs or None)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, ScheduleFactor(schedule, args.learning_rate))
 
 
 def progress(iterable, desc: str) -> tqdm:

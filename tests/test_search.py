@@ -108,7 +108,8 @@ def test_dartopti_starts_from_the_baseline_and_shares_weights_per_gene():
         assert w[0, row, prims.index(op)] > 0.9999
     assert np.isclose(w, 0.5).sum() == w.size - sum(len(c.edges) for c in baseline.arch.cells)
     # layers 0 and 3 use gene 0: the same tensor
-    assert net.layer_probabilities()[0].tolist() == net.layer_probabilities()[3].tolist()
+    per_layer = net.probabilities()[list(net.spec.layer_sets)]
+    assert per_layer[0].tolist() == per_layer[3].tolist()
 
 
 def test_genotype_of_per_cell_weights_keeps_the_real_reductions():

@@ -508,46 +508,21 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
         order.set_epoch(epoch)
         searching = epoch >= args.pretrain_epochs
         lr = scheduler.get_last_lr()[0]
-        loss_sum, top1_sum = RunningSum(device), RunningSum(device)
-        arch_sums: dict[str, torch.Tensor] = {}
-        arch_steps = 0
-        bar = progress(train_loader, f"epoch {epoch + 1}/{total_epochs}" + ("" if searching else " (pretrain)"))
-        for step, (x, y) in enumerate(bar):
-            if args.max_steps is not None and step >= args.max_steps:
-                break
-            x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
-            logits, loss, stats = search_iteration(model, architect if searching else None, optimizer, precision,
-                                                   x, y, stream, grad_clip=args.grad_clip,
-                                                   single_level=args.single_level)
-            n = y.shape[0]
-            loss_sum.add(loss * n, n)
-            top1_sum.add(correct_topk(logits, y, (1,))[0], n)
-            if stats:
-                arch_steps += 1
-                for key, value in stats.items():
-                    value = value.detach().float()
-                    arch_sums[key] = arch_sums[key] + value if key in arch_sums else value.clone()
-            if args.report_freq and step and step % args.report_freq == 0:
-                message = f"loss {loss_sum.mean():.4f} top1 {100 * top1_sum.mean():.2f}%"
-                if arch_steps:
-                    message += f" | arch loss {arch_sums['arch_loss'].item() / arch_steps:.4f}"
-                bar.set_postfix_str(message)
-                log.info("train %03d %s", step, message)
+        train_loss, train_top1, arch_means = search_epoch(
+            args, engine, train_loader, stream, precision, device, searching, log,
+            f"epoch {epoch + 1}/{total_epochs}" + ("" if searching else " (pretrain)"))
         scheduler.step()
         if searching:
             architect.end_epoch()
         broadcast_buffers(model)
-        average_over_ranks(list(arch_sums.values()))       # the epoch's statistics over every rank's batches
         valid = evaluate(model, valid_loader, nn.CrossEntropyLoss(), device, precision, desc="valid",
                          memory_format=fmt, max_steps=args.max_steps)
         elapsed += time.time() - started
 
-        train_loss, train_top1 = loss_sum.mean(), 100 * top1_sum.mean()
         scalars = {"train_loss": train_loss, "train_top1": train_top1, "valid_loss": valid.loss,
                    "valid_top1": valid.top1, "lr": lr}
         for i, arch_lr in enumerate(architect.learning_rates() if searching else []):
             scalars[f"arch_lr/{i}" if len(architect.learning_rates()) > 1 else "arch_lr"] = arch_lr
-        arch_means = {k: (v / max(arch_steps, 1)).cpu().numpy() for k, v in arch_sums.items()}
         if "arch_loss" in arch_means:
             scalars["arch_loss"] = float(arch_means["arch_loss"])
         for key in ("separation", "ablation", "marginal", "cell_losses"):
@@ -589,6 +564,41 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
         writer.close()
         finish(args, model, run_dir, out_path, log)
     return model
+
+
+def search_epoch(args: argparse.Namespace, engine: Engine, train_loader, stream: SearchStream, precision: Precision,
+                 device: torch.device, searching: bool, log, desc: str) -> tuple[float, float, dict[str, np.ndarray]]:
+    """One pass over the training half (architecture steps too when `searching`): training loss and
+    top-1 %, and the epoch's mean architecture statistics, all over every rank's batches."""
+    model, fmt = engine.model, engine.memory_format
+    loss_sum, top1_sum = RunningSum(device), RunningSum(device)
+    arch_sums: dict[str, torch.Tensor] = {}
+    arch_steps = 0
+    bar = progress(train_loader, desc)
+    for step, (x, y) in enumerate(bar):
+        if args.max_steps is not None and step >= args.max_steps:
+            break
+        x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
+        logits, loss, stats = search_iteration(model, engine.architect if searching else None, engine.optimizer,
+                                               precision, x, y, stream, grad_clip=args.grad_clip,
+                                               single_level=args.single_level)
+        n = y.shape[0]
+        loss_sum.add(loss * n, n)
+        top1_sum.add(correct_topk(logits, y, (1,))[0], n)
+        if stats:
+            arch_steps += 1
+            for key, value in stats.items():
+                value = value.detach().float()
+                arch_sums[key] = arch_sums[key] + value if key in arch_sums else value.clone()
+        if args.report_freq and step and step % args.report_freq == 0:
+            message = f"loss {loss_sum.mean():.4f} top1 {100 * top1_sum.mean():.2f}%"
+            if arch_steps:
+                message += f" | arch loss {arch_sums['arch_loss'].item() / arch_steps:.4f}"
+            bar.set_postfix_str(message)
+            log.info("train %03d %s", step, message)
+    average_over_ranks(list(arch_sums.values()))
+    arch_means = {k: (v / max(arch_steps, 1)).cpu().numpy() for k, v in arch_sums.items()}
+    return loss_sum.mean(), 100 * top1_sum.mean(), arch_means
 
 
 def report_architecture(args: argparse.Namespace, model: SearchNetwork | MultiChannelSearchNetwork,

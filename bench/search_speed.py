@@ -21,6 +21,8 @@ its own supernet (no architecture update) and reports the ratio to it, as the ho
   process, with ``rss_before_model_mb`` (interpreter, torch and data) to subtract.
 
 DARTOpti keeps its baseline's depth (ResNet18: 4 cells, 3 reductions) whatever --layers says.
+The multi-channel grid has --layers / 2 layers over widths 8, 16, 32, 64 from --init_channels 8 (the
+sharpDARTS rule, see train_search.py).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ STRATEGIES = {
     "sharp_max_w": ["--method", "sharp", "--weighting_algorithm", "max_w", "--primitives", "DARTS_PRIMITIVES"],
     "ddarts_nested": ["--method", "ddarts"],
     "dartopti_resnet18": ["--method", "dartopti", "--arch_baseline", "ResNet18"],
+    "sharp_multi_channel": ["--method", "sharp", "--weighting_algorithm", "max_w", "--multi_channel"],
 }
 
 
@@ -121,14 +124,22 @@ def measure(args: argparse.Namespace, name: str) -> dict:
         "plain_step_seconds": round(plain, 4),
         "ratio_to_plain_step": round(seconds / plain, 3),
         "peak_memory_mb": round(peak, 1),
-        "supernet": {"layers": engine.spec.layers, "init_channels": engine.spec.init_channels,
-                     "primitives": len(engine.spec.primitives), "weight_sets": engine.spec.n_sets,
-                     "params_M": round(sum(p.numel() for p in model.weight_parameters()) / 1e6, 4),
-                     "layout": engine.spec.layout, "weighting": engine.spec.weighting},
+        "supernet": _supernet_summary(engine),
     }
     if device.type != "cuda":
         result["rss_before_model_mb"] = round(rss_before, 1)
     return result
+
+
+def _supernet_summary(engine) -> dict:
+    params = round(sum(p.numel() for p in engine.model.weight_parameters()) / 1e6, 4)
+    if engine.spec is None:     # the multi-channel grid
+        model = engine.model
+        return {"widths": list(model.channels), "layers": len(model.op_grid), "params_M": params,
+                "weighting": model.weighting}
+    spec = engine.spec
+    return {"layers": spec.layers, "init_channels": spec.init_channels, "primitives": len(spec.primitives),
+            "weight_sets": spec.n_sets, "params_M": params, "layout": spec.layout, "weighting": spec.weighting}
 
 
 def main(argv=None) -> None:

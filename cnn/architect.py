@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from distributed import average_over_ranks
-from model_search import SearchError, SearchNetwork, op_probabilities
+from model_search import SearchError, SearchNetwork, Supernet, op_probabilities
 from training import Precision
 
 SEP_LOSSES = ("none", "l2", "l1")
@@ -120,7 +120,7 @@ def separation_terms(model: SearchNetwork, kind: str) -> torch.Tensor:
 class Architect:
     """Owns the architecture optimizer (Adam; per set with its own schedule for D-DARTS)."""
 
-    def __init__(self, model: SearchNetwork, config: ArchConfig, precision: Precision):
+    def __init__(self, model: Supernet, config: ArchConfig, precision: Precision):
         config.check()
         self.model = model
         self.config = config
@@ -322,7 +322,7 @@ def _clip_and_step(weights: list[torch.Tensor], optimizer: torch.optim.Optimizer
     precision.scaler.step(optimizer)
 
 
-def search_iteration(model: SearchNetwork, architect: Architect | None, optimizer: torch.optim.Optimizer,
+def search_iteration(model: Supernet, architect: Architect | None, optimizer: torch.optim.Optimizer,
                      precision: Precision, x: torch.Tensor, y: torch.Tensor, search_batch, *,
                      grad_clip: float, single_level: bool = False,
                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

@@ -228,7 +228,23 @@ def make_spec(num_classes: int, init_channels: int, layers: int, steps: int, mul
                         network=network, in_channels=in_channels)
 
 
-class SearchNetwork(nn.Module):
+class Supernet(nn.Module):
+    """What the architect needs of a search space: architecture weights in ``self.alphas`` (an
+    nn.ParameterList), every other parameter a network weight."""
+
+    alphas: nn.ParameterList
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas)
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
+
+
+class SearchNetwork(Supernet):
     """The supernet. forward(x) -> logits; `ablate=g` replaces the coefficients of every layer
     using set g by random ones (D-DARTS's deactivated cell) for a marginal contribution."""
 
@@ -273,17 +289,6 @@ class SearchNetwork(nn.Module):
                                   f"supernet needs {shape}")
         self.alphas = nn.ParameterList(nn.Parameter(a.clone()) for a in init)
         self._layer_sets = list(spec.layer_sets)
-
-    # ------------------------------------------------------------------ parameters
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas)
-
-    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
 
     # ------------------------------------------------------------------ forward
 

@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 
 from errors import UserError
-from model_search import WEIGHTINGS, op_coefficients, op_probabilities
+from model_search import WEIGHTINGS, Supernet, op_coefficients, op_probabilities
 from operations import SepConv
 from paths import GENOTYPES_DIR
 
@@ -326,7 +326,7 @@ def path_from_raw_weights(normal: np.ndarray, reduce: np.ndarray, channels: Sequ
     return ChannelPath(channels[c], tuple(reversed(steps)), channels[final], stem_index=c)
 
 
-class MultiChannelSearchNetwork(nn.Module):
+class MultiChannelSearchNetwork(Supernet):
     """The grid supernet (module docstring). forward(x) -> logits."""
 
     def __init__(self, num_classes: int, *, in_channels: int = 3, channels: Sequence[int] = CHANNELS,
@@ -356,15 +356,6 @@ class MultiChannelSearchNetwork(nn.Module):
         self.classifier = nn.Linear(head_channels, num_classes)
         shape = (layers, len(Cs), len(Cs), len(PATH_OPS))
         self.alphas = nn.ParameterList([nn.Parameter(1e-3 * torch.randn(shape)) for _ in ("normal", "reduce")])
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas)
-
-    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
 
     def coefficients(self) -> list[torch.Tensor]:
         """Per stage kind, (layers, W, W, ops) coefficients; one weighting spans a layer's stage."""

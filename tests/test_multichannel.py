@@ -21,12 +21,7 @@ SHIPPED = ["MULTI_CHANNEL_GREEDY_MAX_W_BOTTOM_UP", "MULTI_CHANNEL_GREEDY_MAX_W_T
            "MULTI_CHANNEL_RANDOM_PATH", "MULTI_CHANNEL_SCALAR_PATH"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference() -> dict:

@@ -25,15 +25,6 @@ from training import Precision
 CPU = Precision(torch.device("cpu"), False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny supernets run fastest on one thread (and are not slowed down by other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     """Run folders and written genotypes go to tmp_path."""

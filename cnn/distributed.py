@@ -188,7 +188,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
 
 def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """`model` with every BatchNorm2d computing global-batch statistics (same parameter names)."""
+    """`model` with every BatchNorm2d computing global-batch statistics (same parameter names);
+    `model` itself when no process group runs (one process: its batch is the global batch)."""
+    if not is_distributed():
+        return model
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return _to_global_batchnorm(model)

@@ -23,14 +23,13 @@ from __future__ import annotations
 import ast
 import difflib
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from errors import UserError
 from paths import GENOTYPES_DIR
+from textfiles import read_text, write_text_atomic
 
 __all__ = [
     "GenotypeError", "Edge", "CellGenes", "Architecture", "RangeLiteral", "GenotypeRecord",
@@ -175,7 +174,6 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
 _OPTIONAL_FIELDS = {"Genotype": {"layout"}, "Genotype_nested": set(), "Genotype_opt": set()}
 
 _ALLOWED = "only Genotype(...), Genotype_nested(...), Genotype_opt(...) literals are allowed"
-_MAX_FILE_BYTES = 16 * 1024 * 1024   # a genotype is a few KiB; refuse absurd inputs early
 _MAX_RANGE_LEN = 100_000             # ranges are node/layer lists; refuse absurd ones
 
 
@@ -546,40 +544,15 @@ def format_genotype(record: GenotypeRecord) -> str:
 # ----------------------------------------------------------------------------------------
 
 def read_genotype_file(path) -> GenotypeRecord:
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > _MAX_FILE_BYTES:
-            raise GenotypeError(f"{path}: is {size} bytes, too large for a genotype file")
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise GenotypeError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise GenotypeError(f"{path}: is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return parse_genotype(text, str(path))
+    return parse_genotype(read_text(path, "genotype file", GenotypeError), str(path))
 
 
 def write_genotype_file(path, record: GenotypeRecord) -> None:
     """Write the canonical text atomically: a temporary file in the same folder, then
     os.replace, so a reader never sees half a genotype."""
-    path = Path(path)
     text = format_genotype(record)
     parse_genotype(text, str(path))     # never write what could not be read back
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_text_atomic(path, text)
 
 
 def list_genotypes() -> list[str]:

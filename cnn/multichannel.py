@@ -39,9 +39,7 @@ published list format, optionally after ``#`` comment lines, parsed with ``ast``
 from __future__ import annotations
 
 import ast
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,12 +52,12 @@ from errors import UserError
 from model_search import WEIGHTINGS, Supernet, op_coefficients, op_probabilities
 from operations import SepConv
 from paths import GENOTYPES_DIR
+from textfiles import read_text, write_text_atomic
 
 CHANNELS: tuple[int, ...] = (32, 64, 128, 256)
 PATH_OPS: tuple[str, ...] = ("SharpSepConv", "ResizablePool")
 PATHS_DIR: Path = GENOTYPES_DIR / "multi_channel"
 HEAD_CHANNELS = 768     # sharpDARTS final_linear_filters
-_MAX_FILE_BYTES = 1024 * 1024
 
 _OP_RE = re.compile(r"layer_(0|[1-9]\d*)_stride_([12])_c_in_([1-9]\d*)_c_out_([1-9]\d*)_op_type_(\w+)")
 _STEM_RE = re.compile(r"Conv3x3_(0|[1-9]\d*)")
@@ -189,14 +187,7 @@ def _refuse(path: Path, node: ast.AST, what: str):
 def read_path_file(path: Path) -> tuple[str, ChannelPath]:
     """(NAME, path) from a file holding `NAME = ['Source', ...]`; nothing in it is evaluated."""
     path = Path(path)
-    try:
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            raise MultiChannelError(f"{path}: too large for a multi-channel path file")
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise MultiChannelError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise MultiChannelError(f"{path}: is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text(path, "multi-channel path file", MultiChannelError)
     try:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as e:
@@ -221,21 +212,11 @@ def read_path_file(path: Path) -> tuple[str, ChannelPath]:
 
 def write_path_file(path: Path, name: str, channel_path: ChannelPath, comments: Sequence[str] = ()) -> None:
     """Write `# comments` and `NAME = [...]` atomically (temporary file, then os.replace)."""
-    path = Path(path)
     if not name.isidentifier():
         raise MultiChannelError(f"{name!r} cannot name a path: use letters, digits and underscores")
     lines = [c if c.startswith("#") else f"# {c}".rstrip() for c in (" ".join(c.split()) for c in comments)]
     lines.append(f"{name} = [{', '.join(repr(n) for n in channel_path.names())}]")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def list_paths() -> list[str]:

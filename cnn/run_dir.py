@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shlex
 import subprocess
@@ -15,6 +14,7 @@ import torch
 import torchvision
 
 from paths import LOGS_DIR, REPO_ROOT
+from textfiles import write_text_atomic
 
 
 def git_commit() -> str:
@@ -59,9 +59,7 @@ def record_invocation(run_dir: Path, args: dict, device: torch.device) -> None:
 
 def write_json(path: Path, data: dict) -> None:
     """Replace a JSON file atomically, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def setup_logger(run_dir: Path | None, name: str, enabled: bool = True) -> logging.Logger:

@@ -184,7 +184,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         load_start_weights(net, spec, args.load)
     net = net.to(device, memory_format=fmt)
     params, macs = count_parameters(net), count_macs(net, info.image_size, device)
-    if ctx.enabled and args.sync_bn:
+    if args.sync_bn:
         net = sync_batchnorm(net, device)
 
     workers = default_workers(args.dataset) if args.workers is None else args.workers

@@ -63,8 +63,7 @@ from architect import CELL_LOSSES, SEP_LOSSES, ArchConfig, Architect, search_ite
 from checkpoint import resume_arguments, save_checkpoint
 from data import DATASETS, build_datasets, dataset_info, default_workers, make_loader, split_train_valid, with_transform
 from derive import PARSE_METHODS
-from distributed import (Dist, average_over_ranks, broadcast_buffers, broadcast_object, is_distributed, process_group,
-                         sync_batchnorm)
+from distributed import Dist, average_over_ranks, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
 from genotypes import PRIMITIVE_SETS, GenotypeError, format_genotype, to_architecture, write_genotype_file
 from metrics import RunningSum, correct_topk
 from model_search import WEIGHTINGS, Baseline, SearchError, SearchNetwork, SupernetSpec, load_baseline, make_spec
@@ -355,7 +354,7 @@ def build_engine(args: argparse.Namespace, num_classes: int, network: str, devic
         init = baseline.alphas(spec.primitives) if baseline is not None else args.alphas_init
         model = SearchNetwork(spec, init)
     model = model.to(device, memory_format=fmt)
-    if args.sync_bn and is_distributed():
+    if args.sync_bn:
         model = sync_batchnorm(model, device)
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)

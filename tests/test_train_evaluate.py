@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import evaluate_model
+import scripts
 from data import DataError
 import run_dir
 import train
+from scripts import assert_one_sentence_error
 from tiny_datasets import make_cifar10, make_cifar10_1, make_cifar100, make_imagefolder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,8 +37,7 @@ def only_run(logs: Path) -> Path:
 
 
 def run_script(script: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    path = script if cwd != REPO else f"cnn/{script}"
-    return subprocess.run([sys.executable, path, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return scripts.run_script(f"cnn/{script}", *args, cwd=cwd)
 
 
 def evaluate_output(capsys, *args: str) -> str:
@@ -123,15 +124,6 @@ def test_scripts_run_from_inside_cnn_like_darts(tmp_path, logs):
     done = run_script("evaluate_model.py", "--model_path", str(run / "model_best.pt"), cwd=REPO / "cnn")
     assert done.returncode == 0, done.stderr
     assert "digits test top-1" in done.stdout
-
-
-def assert_one_sentence_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_unknown_genotype_is_one_sentence_with_close_names(logs):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -547,7 +548,9 @@ def parse_genotype(text: str, source: str = "<string>") -> GenotypeRecord:
         raise GenotypeError(f"{source}: holds no genotype; write one Genotype(...), "
                             f"Genotype_nested(...) or Genotype_opt(...) literal")
     try:
-        tree = ast.parse(body, filename=source, mode="eval")
+        with warnings.catch_warnings():   # e.g. an odd escape in an op name: data, not code to lint
+            warnings.simplefilter("ignore")
+            tree = ast.parse(body, filename=source, mode="eval")
     except SyntaxError as e:
         line = e.lineno or 1
         col = max((e.offset or 1) - 1, 0)

@@ -1,23 +1,22 @@
 """Cosine power annealing: the sharpDARTS learning rate schedule, and its comparison charts.
 
 Cosine annealing spends many epochs near the maximum learning rate and drops quickly at the
-end; an exponential decay does the opposite. Cosine power annealing puts the cosine proportion
-``c`` (1 at the first epoch, 0 at the last) into an exponent, ``(k**c - 1) / (k - 1)`` for the
-exponent order ``k``, which is ``c`` itself (plain cosine annealing) as ``k`` goes to 1 and
-decays faster early the larger ``k`` is. The result is scaled to run from ``max_lr`` to ``min_lr``.
+end; an exponential decay does the opposite. Cosine power annealing raises the exponent order
+``k`` to the cosine proportion and rescales the result to run from ``max_lr`` to ``min_lr``;
+the larger ``k``, the faster the early decay.
 
-Convention (deliberately exact, and where it differs from the sharpDARTS code): the ``N``
-annealing epochs are points 0, 1/(N-1), ..., 1 of the half cosine, so the first epoch trains
-at ``max_lr`` and the last at ``min_lr``, with no rescaling by the curve's observed extremes.
-With ``exponent_order=1`` the values are those of ``torch.optim.lr_scheduler.CosineAnnealingLR(
-optimizer, T_max=N - 1, eta_min=min_lr)`` read once per epoch before its ``step()``. The DARTS
-scripts use ``T_max=N``, whose last epoch still trains above ``eta_min`` (``eta_min`` is only
-reached after training ends); sharpDARTS samples the cosine at epochs 1..N over ``N`` and
-rescales, which makes its exponent 1 a slightly stretched cosine rather than cosine annealing.
-Because no rescaling depends on which epochs are asked for, any slice of the schedule is exact,
-which is what resuming needs.
+The values are sharpDARTS's own, to float rounding: for a curve of ``N`` epochs, epoch
+``e = 1..N`` has the cosine proportion ``c = (1 + cos(pi * e / max_epoch)) / 2``, its power
+``k**(c + 1)`` (``c`` itself for ``k = 1``) is rescaled so that the largest of the ``N`` values
+is 1 and the smallest 0, and the learning rate is ``p * (max_lr - min_lr) + min_lr``. So the
+first epoch trains at ``max_lr`` and epoch ``max_epoch`` at ``min_lr``; exponent 1 is the cosine
+sampled at ``e / N`` and stretched to end at ``min_lr``, close to (not equal to) PyTorch's
+``CosineAnnealingLR``. With ``W`` warmup epochs sharpDARTS shifts the cosine by ``W`` and
+replaces the first ``W + 1`` epochs by the ramp ``i / (W + 1)``, so epoch ``W + 1`` is the first
+at ``max_lr``. Where sharpDARTS returns NaN, an empty array or crashes, we return the limit of
+the formula or refuse in one sentence (README, "Where we differ").
 
-How a training script uses it: one learning rate per epoch from the array::
+How a training script uses it: the whole schedule once, one learning rate per epoch::
 
     schedule = cosine_power_annealing(epochs=args.epochs, max_lr=args.learning_rate,
                                       min_lr=args.learning_rate_min, warmup_epochs=args.warmup_epochs,
@@ -30,10 +29,10 @@ How a training script uses it: one learning rate per epoch from the array::
 The optimizer must be created with ``lr=args.learning_rate`` (``LambdaLR`` multiplies the
 factor by it). ``ScheduleFactor`` keeps the schedule as plain floats, so ``scheduler.state_dict()``
 saves it and loads under ``torch.load(..., weights_only=True)``; ``--resume`` then continues with
-the same learning rates. Exponent order 1 gives plain cosine annealing (with the same warmup).
+the same learning rates, because the schedule never depends on where a run resumed.
 
 ``python cosine_power_annealing.py [--out DIR] [--epochs N] ...`` draws the schedule for a few
-exponent orders next to cosine annealing, on a linear and a log scale, and writes the curves as CSV.
+exponent orders next to exponent 1, on a linear and a log scale, and writes the curves as CSV.
 """
 from __future__ import annotations
 
@@ -50,9 +49,9 @@ from errors import UserError
 DEFAULT_CHART_ORDERS = (2.0, 10.0, 100.0)
 
 
-
 class ScheduleError(UserError, ValueError):
     """Schedule arguments that make no schedule."""
+
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
@@ -67,53 +66,52 @@ def _check_real(name: str, value) -> float:
 
 
 def power_proportions(cos_proportions: np.ndarray, exponent_order: float) -> np.ndarray:
-    """Map cosine proportions in [0, 1] to ``(k**c - 1) / (k - 1)``, also in [0, 1]; ``k = 1`` is the identity."""
+    """sharpDARTS's ``k**(c + 1)``, rescaled from 1 (largest ``c``) to 0 (smallest ``c``).
+
+    Written as a ratio of ``expm1`` so that no order overflows (sharpDARTS's ``k**2`` is inf
+    beyond about 1e154) and orders near 1 do not cancel; a single value is 1, the limit of a
+    curve whose first epoch is at the top.
+    """
     c = np.asarray(cos_proportions, dtype=np.float64)
+    c = c - c.min()
+    top = c.max()
+    if top == 0:
+        return np.ones_like(c)
     if exponent_order == 1:
-        return c.copy()
+        return c / top
     log_k = math.log(exponent_order)
-    # expm1 keeps orders close to 1 accurate, where k**c - 1 and k - 1 both nearly cancel.
-    return np.expm1(c * log_k) / math.expm1(log_k)
+    return np.expm1(c * log_k) / math.expm1(top * log_k)
 
 
 def cosine_power_annealing(epochs=None, max_lr=0.1, min_lr=1e-4, exponent_order=10, max_epoch=None,
                            warmup_epochs=None, return_intermediates=False, start_epoch=1, restart_lr=True):
     """Learning rates, one per epoch, that fall from ``max_lr`` to ``min_lr`` along a cosine power curve.
 
-    Cosine power annealing is meant to improve on cosine annealing, which often decays too
-    slowly at the start and too quickly at the end (an exponential decay does the reverse).
-    The larger ``exponent_order``, the faster the early decay; 1 is plain cosine annealing.
+    The arguments and values are those of sharpDARTS's function of the same name.
 
     Arguments:
-        epochs: how many epochs to return (an integer). Resuming after epoch 100 of a 300-epoch
-            run, ask for 200 with ``start_epoch=101``. Defaults to the rest of the curve,
-            ``max_epoch - start_epoch + 1``.
+        epochs: the length ``N`` of the curve (an integer); defaults to ``max_epoch``.
         max_lr: the largest and first learning rate (reached at the end of warmup).
         min_lr: the smallest and last learning rate, ``0 <= min_lr <= max_lr``.
         exponent_order: the base ``k >= 1`` of the power; 1 is cosine annealing, 10 decays with
             base 10.
-        max_epoch: the last epoch number of the whole curve (1-based). Defaults to
-            ``start_epoch + epochs - 1``; give it to read part of a longer curve, e.g. a single
-            epoch's rate with ``epochs=1``.
-        warmup_epochs: epochs (counted at the start of the curve) over which the rate rises
-            linearly to ``max_lr``: warmup epoch ``i`` of ``W`` trains at
-            ``min_lr + (max_lr - min_lr) * i / W``, then annealing starts again at ``max_lr``.
+        max_epoch: the epoch at which the cosine reaches its end (``N`` by default, at least
+            ``N``); a larger value makes a flatter curve over the same ``N`` epochs.
+        warmup_epochs: ``W``: epochs ``1..W+1`` rise linearly as ``i / (W + 1)`` to ``max_lr``.
             ``None`` or 0 for no warmup.
-        return_intermediates: return ``[cos_power_annealing, cos_power_proportions,
-            cos_proportions]``: the learning rates, the power curve scaled from 1 to 0, and the
-            plain cosine curve from 1 to 0 (both proportions include the warmup ramp), which is
-            handy for plotting and comparing.
-        start_epoch: the epoch number (1-based) of index 0 of the returned array.
-        restart_lr: with ``start_epoch > 1``, True starts a fresh curve at ``start_epoch`` (as if
-            it were epoch 1, running to ``max_epoch``); False continues the curve that began at
-            epoch 1, so the result equals the tail of the full schedule.
+        return_intermediates: return ``(cos_power_annealing, cos_power_proportions,
+            cos_proportions)``: the learning rates, the rescaled power curve (with the warmup
+            ramp) and the cosine proportions, the latter two over the whole curve.
+        start_epoch: the epoch number (1-based) of index 0 of the returned learning rates.
+        restart_lr: True (the default) returns the whole curve whatever ``start_epoch``, as if
+            starting from epoch 1; False returns its tail from ``start_epoch``, so resuming
+            after epoch 100 of a 300-epoch run is ``epochs=300, start_epoch=101, restart_lr=False``.
 
     Returns:
-        A 1-d float64 numpy array ``cos_power_annealing`` of length ``epochs``: the learning rate
-        to use in each epoch. A curve with a single annealing epoch is just ``[max_lr]``.
+        A 1-d float64 numpy array ``cos_power_annealing``: the learning rate of each epoch.
 
     Raises:
-        ValueError: with one sentence naming the argument that is wrong.
+        ScheduleError (a ValueError): with one sentence naming the argument that is wrong.
     """
     max_lr = _check_real("max_lr", max_lr)
     min_lr = _check_real("min_lr", min_lr)
@@ -123,59 +121,36 @@ def cosine_power_annealing(epochs=None, max_lr=0.1, min_lr=1e-4, exponent_order=
     if not 0 <= min_lr <= max_lr:
         raise ScheduleError(f"min_lr must lie between 0 and max_lr ({max_lr!r}), but got {min_lr!r}.")
     if exponent_order < 1:
-        raise ScheduleError("exponent_order must be at least 1 (1 is plain cosine annealing), "
-                         f"but got {exponent_order!r}.")
-    start_epoch = _check_int("start_epoch", start_epoch, 1)
+        raise ScheduleError("exponent_order must be at least 1 (1 is cosine annealing), "
+                            f"but got {exponent_order!r}.")
     if epochs is None and max_epoch is None:
         raise ScheduleError("cosine_power_annealing needs epochs, max_epoch or both, to know how long the schedule is.")
-    if epochs is not None:
-        epochs = _check_int("epochs", epochs, 1)
-    if max_epoch is not None:
-        max_epoch = _check_int("max_epoch", max_epoch, 1)
-    if epochs is None:
-        epochs = max_epoch - start_epoch + 1
-        if epochs < 1:
-            raise ScheduleError(f"start_epoch ({start_epoch}) is after max_epoch ({max_epoch}), so no epochs are left.")
-    elif max_epoch is None:
-        max_epoch = start_epoch + epochs - 1
-    last_epoch = start_epoch + epochs - 1
-    if last_epoch > max_epoch:
-        raise ScheduleError(f"epochs {start_epoch}..{last_epoch} run past max_epoch ({max_epoch}); "
-                         "lower epochs or raise max_epoch.")
+    epochs = _check_int("epochs", max_epoch if epochs is None else epochs, 1)
+    max_epoch = epochs if max_epoch is None else _check_int("max_epoch", max_epoch, 1)
+    if epochs > max_epoch:
+        raise ScheduleError(f"epochs ({epochs}) run past max_epoch ({max_epoch}), where the cosine would rise "
+                            "again; lower epochs or raise max_epoch.")
     warmup = 0 if warmup_epochs is None else _check_int("warmup_epochs", warmup_epochs, 0)
+    if warmup >= epochs:
+        raise ScheduleError(f"warmup_epochs ({warmup}) must be fewer than epochs ({epochs}), "
+                            "since the warmup ramp takes warmup_epochs + 1 epochs.")
+    start_epoch = _check_int("start_epoch", start_epoch, 1)
+    if not restart_lr and start_epoch > epochs:
+        raise ScheduleError(f"start_epoch ({start_epoch}) is after the last epoch ({epochs}), "
+                            "so no epochs are left; with restart_lr=False, epochs is the length of the whole curve.")
 
-    curve_start = start_epoch if restart_lr else 1
-    length = max_epoch - curve_start + 1
-    annealing = length - warmup
-    if annealing < 1:
-        raise ScheduleError(f"warmup_epochs ({warmup}) must be shorter than the schedule ({length} epochs), "
-                         "so that at least one epoch anneals.")
-
-    # 1-based positions along the curve of the epochs asked for.
-    position = np.arange(start_epoch, last_epoch + 1, dtype=np.float64) - curve_start + 1
-    in_warmup = position <= warmup
-    phase = np.zeros_like(position) if annealing == 1 else np.clip((position - warmup - 1) / (annealing - 1), 0, 1)
-    cos_proportions = (1.0 + np.cos(np.pi * phase)) / 2.0
+    epoch = np.arange(1, epochs + 1, dtype=np.float64)
+    # sharpDARTS shifts the cosine by the warmup, whose ramp then overwrites the first W + 1 epochs.
+    cos_proportions = (1 + np.cos(np.pi * (epoch - warmup) / (max_epoch - warmup))) / 2
     cos_power_proportions = power_proportions(cos_proportions, exponent_order)
     if warmup:
-        ramp = position[in_warmup] / warmup
-        cos_proportions[in_warmup] = ramp
-        cos_power_proportions[in_warmup] = ramp
-    # min + (max - min) * p keeps the order of p under rounding; the clip and the p == 1 fix make the
-    # ends exactly max_lr and min_lr without breaking that order.
-    cos_power_annealing = np.clip(min_lr + (max_lr - min_lr) * cos_power_proportions, min_lr, max_lr)
-    cos_power_annealing[cos_power_proportions == 1] = max_lr
+        cos_power_proportions[:warmup + 1] = np.arange(1, warmup + 2) / (warmup + 1)
+    cos_power_annealing = cos_power_proportions * (max_lr - min_lr) + min_lr
+    if not restart_lr:
+        cos_power_annealing = cos_power_annealing[start_epoch - 1:]
     if return_intermediates:
-        return [cos_power_annealing, cos_power_proportions, cos_proportions]
+        return cos_power_annealing, cos_power_proportions, cos_proportions
     return cos_power_annealing
-
-
-def lr_at(epoch: int, epochs: int, max_lr: float = 0.1, min_lr: float = 1e-4, exponent_order: float = 10,
-          warmup_epochs: int | None = None) -> float:
-    """The learning rate of one epoch (1-based) of an ``epochs``-long schedule, as a Python float."""
-    return float(cosine_power_annealing(epochs=1, max_lr=max_lr, min_lr=min_lr, exponent_order=exponent_order,
-                                        max_epoch=epochs, warmup_epochs=warmup_epochs, start_epoch=epoch,
-                                        restart_lr=False)[0])
 
 
 class ScheduleFactor:

@@ -9,6 +9,10 @@ Three published text forms are read and written:
 * ``Genotype_opt(genes, seq, concat, reductions)`` -- D-DARTS/DARTOpti, ``seq`` picks a gene
   for every layer.
 
+A DARTS recurrent cell, ``Genotype(recurrent=[(op, from_state), ...], concat=...)`` (written
+with keywords, as DARTS prints it), is read by the same parser as a distinct kind,
+:data:`RECURRENT`, and converted by :func:`to_recurrent`; its files live in ``genotypes/recurrent/``.
+
 The text is parsed with :mod:`ast` and checked node by node; nothing is ever evaluated, so a
 genotype file can hold only the literal itself (lists, tuples, strings, numbers and
 ``range(...)``). Every form converts to one :class:`Architecture`: a tuple of
@@ -23,6 +27,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -36,7 +41,11 @@ __all__ = [
     "parse_genotype", "format_genotype", "read_genotype_file", "write_genotype_file",
     "to_architecture", "genotype_path", "load_architecture", "list_genotypes",
     "darts_record", "nested_record", "PRIMITIVE_SETS", "KIND_FIELDS",
+    "RECURRENT", "RecurrentGenotype", "to_recurrent", "load_recurrent_genotype", "recurrent_record",
+    "list_recurrent_genotypes", "RECURRENT_GENOTYPES_DIR", "MAX_GENOTYPE_CHARS", "MAX_ITEMS",
 ]
+
+RECURRENT_GENOTYPES_DIR = GENOTYPES_DIR / "recurrent"
 
 
 # ----------------------------------------------------------------------------------------
@@ -134,6 +143,15 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class RecurrentGenotype:
+    """A DARTS recurrent cell: step i computes state i + 1 by applying ``steps[i][0]`` to state
+    ``steps[i][1]`` (state 0 is the cell's initial state); the output averages the ``concat`` states."""
+    name: str
+    steps: tuple[tuple[str, int], ...]
+    concat: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RangeLiteral:
     """A ``range(...)`` written in the text; kept as a range so it is written back as one.
 
@@ -149,7 +167,7 @@ class RangeLiteral:
 
 @dataclass(frozen=True)
 class GenotypeRecord:
-    kind: str                                   # "Genotype" | "Genotype_nested" | "Genotype_opt"
+    kind: str                                   # "Genotype" | "Genotype_nested" | "Genotype_opt" | RECURRENT
     # keyword -> value, in the order written; values are list/tuple/str/int/float/RangeLiteral
     fields: tuple[tuple[str, object], ...]
     comments: tuple[str, ...] = ()              # leading '# ...' lines of the file
@@ -164,17 +182,26 @@ class GenotypeRecord:
         return tuple(k for k, _ in self.fields)
 
 
+# The recurrent kind is written as DARTS's rnn namedtuple, Genotype(recurrent=..., concat=...).
+RECURRENT = "recurrent"
+_LITERAL_NAME = {RECURRENT: "Genotype"}
+
 # Field names of each namedtuple, in their declaration order (positional arguments map to
 # these), and which of them may be left out.
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "Genotype": ("normal", "normal_concat", "reduce", "reduce_concat", "layout"),
     "Genotype_nested": ("genes", "concat", "reductions"),
     "Genotype_opt": ("genes", "seq", "concat", "reductions"),
+    RECURRENT: ("recurrent", "concat"),
 }
-_OPTIONAL_FIELDS = {"Genotype": {"layout"}, "Genotype_nested": set(), "Genotype_opt": set()}
+_OPTIONAL_FIELDS = {"Genotype": {"layout"}, "Genotype_nested": set(), "Genotype_opt": set(), RECURRENT: set()}
 
 _ALLOWED = "only Genotype(...), Genotype_nested(...), Genotype_opt(...) literals are allowed"
-_MAX_RANGE_LEN = 100_000             # ranges are node/layer lists; refuse absurd ones
+# Published genotypes hold under 10,000 characters and lists of at most 53 items. These bounds are
+# far above that and keep the worst text parsed within about a second.
+MAX_GENOTYPE_CHARS = 256 * 1024
+MAX_ITEMS = 1_000
+_TOO_LONG = f"a list or range of more than {MAX_ITEMS} items is too long for a genotype"
 
 
 # ----------------------------------------------------------------------------------------
@@ -201,8 +228,12 @@ def _check_int_seq(value, path: tuple, what: str) -> None:
         if value.step == 0:
             raise _Problem(path, f"{what}: range() step must not be zero")
         r = value.to_range()
-        if len(r) > _MAX_RANGE_LEN:
-            raise _Problem(path, f"{what}: range of {len(r)} elements is too long")
+        try:
+            too_long = len(r) > MAX_ITEMS
+        except OverflowError:   # longer than the machine's index type
+            too_long = True
+        if too_long:
+            raise _Problem(path, _TOO_LONG)
         if len(r) and min(r[0], r[-1]) < 0:
             raise _Problem(path, f"{what} must not hold negative numbers")
         return
@@ -213,6 +244,35 @@ def _check_int_seq(value, path: tuple, what: str) -> None:
             raise _Problem(path + (i,), f"{what} must hold ints, found {x!r}")
         if x < 0:
             raise _Problem(path + (i,), f"{what} must not hold negative numbers, found {x}")
+
+
+def _check_concat(value, path: tuple, what: str, first: int, last: int | None = None) -> None:
+    """A concat lists computed nodes (numbered from ``first``; up to ``last`` when known), each once."""
+    _check_int_seq(value, path, what)
+    is_range = isinstance(value, RangeLiteral)
+    seen = set()
+    for i, node in enumerate(value.to_range() if is_range else value):
+        where = path if is_range else path + (i,)
+        if node < first:
+            raise _Problem(where, f"{what} names node {node}, an input of the cell; it lists computed nodes, "
+                                  f"numbered from {first}")
+        if last is not None and node > last:
+            raise _Problem(where, f"{what} names node {node}, but the cell computes nodes {first} to {last}")
+        if node in seen:
+            raise _Problem(where, f"{what} names node {node} twice")
+        seen.add(node)
+
+
+def _check_recurrent(steps, concat) -> None:
+    """Step i computes state i + 1 from an earlier state (0 to i); concat names computed states."""
+    _check_edges(steps, ("recurrent",), (2,), "recurrent")
+    if not steps:
+        raise _Problem(("recurrent",), "recurrent has no steps; list one (op, from_state) pair per step")
+    for i, (_, source) in enumerate(steps):
+        if source > i:
+            raise _Problem(("recurrent", i, 1), f"step {i} computes state {i + 1} from state {source}, "
+                                                f"which is not computed before it (states 0 to {i} are)")
+    _check_concat(concat, ("concat",), "concat", first=1, last=len(steps))
 
 
 def _check_edges(value, path: tuple, arities: tuple[int, ...], what: str) -> None:
@@ -253,18 +313,22 @@ def _check_structure(kind: str, fields) -> None:
     if kind not in KIND_FIELDS:
         raise _Problem((), f"{_ALLOWED}, found {kind!r}")
     known = KIND_FIELDS[kind]
+    title = "a recurrent Genotype" if kind == RECURRENT else kind
     seen = set()
     for key, _ in fields:
         if key not in known:
-            raise _Problem((key, None), f"{kind} has no field {key!r}; its fields are "
+            raise _Problem((key, None), f"{title} has no field {key!r}; its fields are "
                                         f"{', '.join(known)}")
         if key in seen:
             raise _Problem((key, None), f"field {key!r} is given twice")
         seen.add(key)
     missing = [k for k in known if k not in seen and k not in _OPTIONAL_FIELDS[kind]]
     if missing:
-        raise _Problem((), f"{kind} is missing the field(s) {', '.join(missing)}")
+        raise _Problem((), f"{title} is missing the field(s) {', '.join(missing)}")
     values = dict(fields)
+    if kind == RECURRENT:
+        _check_recurrent(values["recurrent"], values["concat"])
+        return
     if kind == "Genotype":
         layout = values.get("layout")
         if "layout" in values and not isinstance(layout, str):
@@ -273,10 +337,10 @@ def _check_structure(kind: str, fields) -> None:
             return  # e.g. sharpDARTS 'raw_weights': not a cell genotype; to_architecture says so
         for cell in ("normal", "reduce"):
             _check_edges(values[cell], (cell,), (2, 3), cell)
-            _check_int_seq(values[cell + "_concat"], (cell + "_concat",), cell + "_concat")
+            _check_concat(values[cell + "_concat"], (cell + "_concat",), cell + "_concat", first=2)
         return
     _check_genes(values["genes"], ("genes",))
-    _check_int_seq(values["concat"], ("concat",), "concat")
+    _check_concat(values["concat"], ("concat",), "concat", first=2)
     _check_int_seq(values["reductions"], ("reductions",), "reductions")
     if kind == "Genotype_opt":
         _check_int_seq(values["seq"], ("seq",), "seq")
@@ -357,6 +421,8 @@ class _Parser:
 
     def value(self, node: ast.AST):
         """Turn an allowed literal node into a Python value; refuse anything else."""
+        if isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) > MAX_ITEMS:
+            self.fail(node, _TOO_LONG)
         if isinstance(node, ast.List):
             return [self.value(e) for e in node.elts]
         if isinstance(node, ast.Tuple):
@@ -403,11 +469,13 @@ class _Parser:
                 and call.func.id in KIND_FIELDS):
             self.refuse(call)
         kind = call.func.id
+        if kind == "Genotype" and any(kw.arg == "recurrent" for kw in call.keywords):
+            kind = RECURRENT
         names = KIND_FIELDS[kind]
         fields: list[tuple[str, object]] = []
         nodes: dict[str, ast.AST] = {}
         if len(call.args) > len(names):
-            self.fail(call.args[len(names)], f"{kind} takes at most {len(names)} values "
+            self.fail(call.args[len(names)], f"{call.func.id} takes at most {len(names)} values "
                                              f"({', '.join(names)})")
         for name, arg in zip(names, call.args):
             if isinstance(arg, ast.Starred):
@@ -420,7 +488,7 @@ class _Parser:
             if kw.arg in nodes:
                 self.fail(kw.value, f"field {kw.arg!r} is given twice")
             if kw.arg not in names:
-                self.fail(kw.value, f"{kind} has no field {kw.arg!r}; its fields are "
+                self.fail(kw.value, f"{call.func.id} has no field {kw.arg!r}; its fields are "
                                     f"{', '.join(names)}")
             fields.append((kw.arg, self.value(kw.value)))
             nodes[kw.arg] = kw.value
@@ -472,12 +540,17 @@ def parse_genotype(text: str, source: str = "<string>") -> GenotypeRecord:
     """
     if not isinstance(text, str):
         raise GenotypeError(f"{source}: a genotype must be text, got {type(text).__name__}")
+    if len(text) > MAX_GENOTYPE_CHARS:
+        raise GenotypeError(f"{source}: holds {len(text)} characters, more than a genotype may "
+                            f"({MAX_GENOTYPE_CHARS}; published ones hold under 10,000)")
     comments, body, shift = _split_comments(text)
     if not body.strip():
         raise GenotypeError(f"{source}: holds no genotype; write one Genotype(...), "
                             f"Genotype_nested(...) or Genotype_opt(...) literal")
     try:
-        tree = ast.parse(body, filename=source, mode="eval")
+        with warnings.catch_warnings():   # e.g. an odd escape in an op name: data, not code to lint
+            warnings.simplefilter("ignore")
+            tree = ast.parse(body, filename=source, mode="eval")
     except SyntaxError as e:
         line = e.lineno or 1
         col = max((e.offset or 1) - 1, 0)
@@ -535,7 +608,7 @@ def format_genotype(record: GenotypeRecord) -> str:
             line = line.strip()
             out.append(line if line.startswith("#") else ("# " + line).rstrip())
     body = ", ".join(f"{key}={_fmt(value)}" for key, value in record.fields)
-    out.append(f"{record.kind}({body})")
+    out.append(f"{_LITERAL_NAME.get(record.kind, record.kind)}({body})")
     return "\n".join(out) + "\n"
 
 
@@ -555,31 +628,46 @@ def write_genotype_file(path, record: GenotypeRecord) -> None:
     write_text_atomic(path, text)
 
 
-def list_genotypes() -> list[str]:
-    """Names of the genotypes shipped and written by searches (stems of genotypes/*.txt)."""
-    if not GENOTYPES_DIR.is_dir():
+def _names(folder: Path) -> list[str]:
+    if not folder.is_dir():
         return []
-    return sorted(p.stem for p in GENOTYPES_DIR.glob("*.txt") if p.is_file())
+    return sorted(p.stem for p in folder.glob("*.txt") if p.is_file())
 
 
-def genotype_path(name_or_path: str) -> Path:
-    """'DARTS_V2' -> genotypes/DARTS_V2.txt; an existing file path, or a name ending in
-    .txt, works too. Unknown names raise GenotypeError listing the closest names."""
+def list_genotypes() -> list[str]:
+    """Names of the cell genotypes shipped and written by searches (stems of genotypes/*.txt;
+    the recurrent/ and multi_channel/ folders are not among them)."""
+    return _names(GENOTYPES_DIR)
+
+
+def list_recurrent_genotypes() -> list[str]:
+    """Names of the recurrent genotypes (stems of genotypes/recurrent/*.txt)."""
+    return _names(RECURRENT_GENOTYPES_DIR)
+
+
+def _find(name_or_path: str, folder: Path) -> Path:
+    """An existing file, else folder/NAME.txt; unknown names raise GenotypeError listing the closest."""
     text = str(name_or_path)
     given = Path(text)
     if given.is_file():
         return given
     name = given.name[:-4] if given.name.endswith(".txt") else given.name
     if name and given.parent == Path("."):
-        candidate = GENOTYPES_DIR / f"{name}.txt"
+        candidate = folder / f"{name}.txt"
         if candidate.is_file():
             return candidate
-    names = list_genotypes()
+    names = _names(folder)
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
     hint = (f"did you mean {', '.join(close)}?" if close
-            else f"the {len(names)} known names are the .txt files in {GENOTYPES_DIR}")
+            else f"the {len(names)} known names are the .txt files in {folder}")
     raise GenotypeError(f"unknown genotype {text!r}: it is neither a file nor a name in "
-                        f"{GENOTYPES_DIR.name}/; {hint}")
+                        f"{folder.relative_to(GENOTYPES_DIR.parent)}/; {hint}")
+
+
+def genotype_path(name_or_path: str) -> Path:
+    """'DARTS_V2' -> genotypes/DARTS_V2.txt; an existing file path, or a name ending in
+    .txt, works too. Unknown names raise GenotypeError listing the closest names."""
+    return _find(name_or_path, GENOTYPES_DIR)
 
 
 def load_architecture(name_or_path: str) -> Architecture:
@@ -635,7 +723,7 @@ def _classic_cell(raw, concat_raw, what: str) -> CellGenes:
     concat = _int_tuple(concat_raw, what + "_concat")
     if not concat:
         raise GenotypeError(f"{what}_concat is empty; list the nodes the cell outputs")
-    known = {0, 1} | {e.to_node for e in edges}
+    known = {e.to_node for e in edges}
     for n in concat:
         if n not in known:
             raise GenotypeError(f"{what}_concat names node {n}, which {what} does not compute "
@@ -649,11 +737,7 @@ def to_architecture(record: GenotypeRecord, name: str) -> Architecture:
 
 
 def _architecture(record: GenotypeRecord, name: str, where: str) -> Architecture:
-    try:
-        _check_structure(record.kind, record.fields)
-    except _Problem as p:
-        inside = _path_text(p.path)
-        raise GenotypeError(f"{where}: {inside + ': ' if inside else ''}{p.message}") from None
+    _checked(record, where)
     try:
         return _convert(record, name)
     except GenotypeError as e:
@@ -662,6 +746,8 @@ def _architecture(record: GenotypeRecord, name: str, where: str) -> Architecture
 
 def _convert(record: GenotypeRecord, name: str) -> Architecture:
     kind = record.kind
+    if kind == RECURRENT:
+        raise GenotypeError("is a recurrent cell (for rnn/), not a cell genotype for the image networks")
     if kind == "Genotype":
         layout = record.get("layout")
         if layout not in (None, "cell"):
@@ -715,10 +801,12 @@ def _concat_value(concat):
 
 
 def _checked(record: GenotypeRecord, what: str) -> GenotypeRecord:
+    """The record, if its structure is sound; else one sentence starting with `what` and the field path."""
     try:
         _check_structure(record.kind, record.fields)
     except _Problem as p:
-        raise GenotypeError(f"{what}: {_path_text(p.path)}: {p.message}") from None
+        inside = _path_text(p.path)
+        raise GenotypeError(f"{what}: {inside + ': ' if inside else ''}{p.message}") from None
     return record
 
 
@@ -732,6 +820,32 @@ def darts_record(normal, normal_concat, reduce, reduce_concat) -> GenotypeRecord
         ("reduce", edges(reduce)), ("reduce_concat", _concat_value(reduce_concat)),
     ))
     return _checked(record, "darts_record")
+
+
+def recurrent_record(steps, concat) -> GenotypeRecord:
+    """DARTS recurrent Genotype from (op, from_state) steps, e.g. a recurrent search's result."""
+    record = GenotypeRecord(RECURRENT, (("recurrent", [tuple(s) for s in steps]), ("concat", _concat_value(concat))))
+    return _checked(record, "recurrent_record")
+
+
+def to_recurrent(record: GenotypeRecord, name: str) -> RecurrentGenotype:
+    """The steps and concat of a recurrent record; a cell genotype is refused."""
+    return _recurrent(record, name, f"genotype {name!r}")
+
+
+def _recurrent(record: GenotypeRecord, name: str, where: str) -> RecurrentGenotype:
+    if record.kind != RECURRENT:
+        raise GenotypeError(f"{where}: is a cell genotype ({record.kind}), not a recurrent cell "
+                            f"Genotype(recurrent=[...], concat=...)")
+    _checked(record, where)
+    steps = tuple((op, source) for op, source in record.get("recurrent"))
+    return RecurrentGenotype(name, steps, _int_tuple(record.get("concat"), "concat"))
+
+
+def load_recurrent_genotype(name_or_path: str) -> RecurrentGenotype:
+    """'DARTS_V2' -> genotypes/recurrent/DARTS_V2.txt (or a file path), read and checked."""
+    path = _find(name_or_path, RECURRENT_GENOTYPES_DIR)
+    return _recurrent(read_genotype_file(path), path.stem, str(path))
 
 
 def nested_record(genes, concat, reductions) -> GenotypeRecord:

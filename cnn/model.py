@@ -104,7 +104,8 @@ class AuxiliaryHead(nn.Module):
     """Auxiliary classifier after the last reduction cell, laid out as in DARTS.
 
     CIFAR: 8x8 features pooled with stride 3. ImageNet: 14x14 pooled with stride 2 and, as in
-    DARTS, no norm after the 2x2 conv (its state_dict indices depend on that).
+    DARTS, no norm after the 2x2 conv (its state_dict indices depend on that); sharpDARTS and
+    D-DARTS keep that norm (``features.6``), so their ImageNet checkpoints load strictly.
     """
 
     def __init__(self, C: int, num_classes: int, pool_stride: int, norm_after_conv: bool):
@@ -258,15 +259,17 @@ class NetworkCIFAR(Network):
 
 class NetworkImageNet(Network):
     """DARTS ImageNet stems (224 px to 28 px); D-DARTS per-cell genotypes keep D-DARTS's layout,
-    whose second stem conv has stride 1 and whose auxiliary head has a norm after its 2x2 conv,
-    so the checkpoints published with D-DARTS run at the resolution they were trained at."""
+    whose second stem conv has stride 1, so the checkpoints published with D-DARTS run at the
+    resolution they were trained at. The auxiliary head has a norm after its 2x2 conv except in
+    DARTS's own networks (classic genotypes with DARTS ops): sharpDARTS (the sharp op family) and
+    D-DARTS build it."""
 
     def __init__(self, C: int, num_classes: int, layers: int | None, auxiliary: bool,
                  arch: Architecture, family: str = "darts", mid_channels: int = DEFAULT_MID_CHANNELS,
                  in_channels: int = 3):
         super().__init__(arch, C, num_classes, layers, auxiliary, family, mid_channels,
                          C_stem_out=C, reduction_prev=True, aux_pool_stride=2,
-                         aux_norm_after_conv=not arch.shared)
+                         aux_norm_after_conv=family == "sharp" or not arch.shared)
         self.stem0, self.stem1 = imagenet_stems(in_channels, C, second_stride=2 if arch.shared else 1)
 
     def stem_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,10 +34,16 @@ def _node_name(node: int) -> str:
     return INPUT_NAMES[node] if node < len(INPUT_NAMES) else str(node - len(INPUT_NAMES))
 
 
+def _writable(text: str) -> str:
+    """The text as a literal graphviz label: what UTF-8 cannot write (a lone surrogate, from an escape
+    such as '\\ud800' in an op name) shown as its escape, and backslashes drawn as themselves."""
+    return graphviz.escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def cell_graph(cell: CellGenes, label: str) -> graphviz.Digraph:
     """One cell as a left-to-right graph, every node present even when nothing feeds it."""
     graph = graphviz.Digraph(
-        graph_attr={"rankdir": "LR", "label": label, "labelloc": "t", "fontsize": "20",
+        graph_attr={"rankdir": "LR", "label": _writable(label), "labelloc": "t", "fontsize": "20",
                     "fontname": "helvetica"},
         node_attr={"style": "filled", "shape": "rect", "penwidth": "2", "fontsize": "20",
                    "fontname": "helvetica"},
@@ -50,7 +56,7 @@ def cell_graph(cell: CellGenes, label: str) -> graphviz.Digraph:
     for node in range(len(INPUT_NAMES), last + 1):
         graph.node(_node_name(node), fillcolor="lightblue")
     for edge in cell.edges:
-        graph.edge(_node_name(edge.from_node), _node_name(edge.to_node), label=edge.op,
+        graph.edge(_node_name(edge.from_node), _node_name(edge.to_node), label=_writable(edge.op),
                    fillcolor="gray")
     graph.node(OUTPUT_NAME, fillcolor="palegoldenrod")
     for node in cell.concat:

@@ -2,11 +2,13 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 import genotypes as G
 from paths import GENOTYPES_DIR, REPO_ROOT
+from shipped_genotypes import SHIPPED, SHIPPED_RECURRENT
 
 # The published cell genotypes shipped as genotypes/NAME.txt (one literal each).
 PUBLISHED = [
@@ -30,7 +32,6 @@ DDARTS_FILES = [
 # Where the published reference data lives in this workplace (absent elsewhere: skipped).
 REFERENCE = REPO_ROOT.parent / "shared" / "reference"
 
-SHIPPED = sorted(p.stem for p in GENOTYPES_DIR.glob("*.txt"))
 
 
 def _text(name):
@@ -42,8 +43,8 @@ def _text(name):
 def test_every_expected_genotype_is_shipped():
     expected = set(PUBLISHED) | set(DARTOPTI) | set(DDARTS_FILES) | {"DARTS"}
     assert len(DDARTS_FILES) == 16
-    assert expected <= set(SHIPPED)
-    assert G.list_genotypes() == SHIPPED
+    assert expected == set(SHIPPED) and len(SHIPPED) == len(expected)
+    assert set(SHIPPED) <= set(G.list_genotypes())
     assert "README" not in G.list_genotypes()
 
 
@@ -202,6 +203,43 @@ def test_bad_literals_are_refused_with_a_position(text, fragment):
     assert message.startswith("bad.txt")
     assert fragment in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("concat, offset, fragment", [
+    ("[0, 2]", 1, "reduce_concat names node 0, an input of the cell; it lists computed nodes, numbered from 2"),
+    ("range(2, )", 0, "reduce_concat names node 0, an input of the cell; it lists computed nodes, numbered from 2"),
+    ("[2, 1]", 4, "reduce_concat names node 1, an input of the cell; it lists computed nodes, numbered from 2"),
+    ("[2, 3, 2]", 7, "reduce_concat names node 2 twice"),
+    ("[" + "2, " * 999 + "2]", 4, "reduce_concat names node 2 twice"),
+])
+def test_concat_naming_an_input_or_a_node_twice_is_refused_with_file_and_position(tmp_path, concat, offset,
+                                                                                 fragment):
+    path = tmp_path / "hand.txt"
+    last_line = "    reduce=[('a', 0), ('b', 1), ('c', 2), ('d', 0)], reduce_concat="
+    path.write_text(f"# hand-made\nGenotype(normal={PAIRS}, normal_concat=[2],\n{last_line}{concat})\n")
+    with pytest.raises(G.GenotypeError) as info:
+        G.load_architecture(str(path))
+    assert str(info.value) == f"{path}:3:{len(last_line) + offset}: {fragment}"
+
+
+def test_huge_files_and_long_lists_are_refused_before_they_cost_time(tmp_path):
+    big = tmp_path / "big.txt"
+    literal = (f"Genotype(normal={PAIRS}, normal_concat=[" + "2, " * 5_000_000
+               + f"2], reduce={PAIRS}, reduce_concat=[2])")
+    big.write_text(literal)
+    started = time.perf_counter()
+    with pytest.raises(G.GenotypeError, match=rf"^{big}: holds {len(literal)} characters, more than a genotype may "
+                                              r"\(262144;"):
+        G.load_architecture(str(big))
+    assert time.perf_counter() - started < 2.0
+    with pytest.raises(G.GenotypeError, match=r"^text:1:74: a list or range of more than 1000 items is too long"):
+        G.parse_genotype(f"Genotype(normal={PAIRS}, normal_concat=[" + "2, " * 1000 + f"2], reduce={PAIRS}, "
+                         "reduce_concat=[2])", "text")
+    for huge in ("range(0, 100000000000000000000000000000)", "range(10**3)", "range(2, 1003)"):
+        with pytest.raises(G.GenotypeError):
+            G.parse_genotype(f"Genotype(normal={PAIRS}, normal_concat={huge}, reduce={PAIRS}, reduce_concat=[2])")
+    at_the_bound = f"Genotype(normal={PAIRS}, normal_concat=[2], reduce={PAIRS}, reduce_concat=range(2, 1002))"
+    assert G.parse_genotype(at_the_bound).get("reduce_concat") == G.RangeLiteral(2, 1002)
 
 
 def test_error_position_points_at_the_offending_value():
@@ -519,3 +557,95 @@ def test_shipped_genotypes_use_ops_of_their_family():
     for name in ("SHARP_DARTS", "SHARP_DARTS_MAX_W", "SHARPSEPCONV_DARTS"):
         arch = G.load_architecture(name)
         assert {e.op for c in arch.cells for e in c.edges} <= sharp, name
+
+
+# ------------------------------------------------------------------------------ recurrent cells
+
+def test_shipped_recurrent_genotypes_parse_and_are_canonical():
+    assert SHIPPED_RECURRENT == ["DARTS_V1", "DARTS_V2", "ENAS"]
+    assert set(SHIPPED_RECURRENT) <= set(G.list_recurrent_genotypes())
+    for name in SHIPPED_RECURRENT:
+        text = (G.RECURRENT_GENOTYPES_DIR / f"{name}.txt").read_text(encoding="utf-8")
+        record = G.parse_genotype(text, name)
+        assert record.kind == G.RECURRENT and text.startswith("# source: quark0/darts rnn/genotypes.py")
+        assert G.format_genotype(record) == text
+        assert G.to_recurrent(record, name) == G.load_recurrent_genotype(name)
+    enas = G.load_recurrent_genotype("ENAS")
+    assert len(enas.steps) == 11 and enas.concat == (2, 5, 6, 9, 10, 11)
+    assert enas.steps[7] == ("relu", 7) and enas.steps[-1] == ("relu", 8)
+    v2 = G.load_recurrent_genotype("DARTS_V2")
+    assert v2.name == "DARTS_V2" and v2.concat == tuple(range(1, 9))
+    assert v2.steps == (("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1), ("tanh", 2),
+                        ("sigmoid", 5), ("tanh", 3), ("relu", 5))
+    assert len(G.load_recurrent_genotype("DARTS_V1").steps) == 8
+
+
+@pytest.mark.skipif(not (REFERENCE / "published_rnn_genotypes.txt").is_file(),
+                    reason="published reference data not present")
+def test_recurrent_files_hold_the_published_literals():
+    names = []
+    for line in (REFERENCE / "published_rnn_genotypes.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, rest = line.split(" = ", 1)
+        literal = rest.split("  # ", 1)[0]
+        assert G.format_genotype(G.parse_genotype(literal, name)) == literal + "\n"
+        assert (G.RECURRENT_GENOTYPES_DIR / f"{name}.txt").read_text().splitlines()[-1] == literal
+        names.append(name)
+    assert names == SHIPPED_RECURRENT
+
+
+def test_cell_commands_never_pick_up_recurrent_genotypes(tmp_path):
+    assert "ENAS" not in G.list_genotypes() and "recurrent" not in G.list_genotypes()
+    assert G.genotype_path("DARTS_V2") == GENOTYPES_DIR / "DARTS_V2.txt"
+    assert G.load_architecture("DARTS_V2").cells[0].edges[0] == G.Edge("sep_conv_3x3", 2, 0)
+    with pytest.raises(G.GenotypeError, match="unknown genotype 'ENAS'"):
+        G.load_architecture("ENAS")
+    enas = G.RECURRENT_GENOTYPES_DIR / "ENAS.txt"
+    with pytest.raises(G.GenotypeError, match=rf"^{enas}: is a recurrent cell \(for rnn/\), not a cell genotype"):
+        G.load_architecture(str(enas))
+    with pytest.raises(G.GenotypeError, match=r"^genotype 'x': is a recurrent cell"):
+        G.to_architecture(G.read_genotype_file(enas), "x")
+    pdarts = GENOTYPES_DIR / "PDARTS.txt"
+    with pytest.raises(G.GenotypeError, match=rf"^{pdarts}: is a cell genotype \(Genotype\), not a recurrent"):
+        G.load_recurrent_genotype(str(pdarts))
+    with pytest.raises(G.GenotypeError, match="genotypes/recurrent/; did you mean DARTS_V2"):
+        G.load_recurrent_genotype("DARTS_V3")
+
+
+STEPS = "[('tanh', 0), ('relu', 1), ('sigmoid', 1)]"
+
+
+@pytest.mark.parametrize("text, position, fragment", [
+    ("Genotype(recurrent=[('tanh', 1)], concat=[1])", "1:29", "step 0 computes state 1 from state 1, which is not "
+                                                             "computed before it (states 0 to 0 are)"),
+    ("Genotype(recurrent=[('tanh', 0), ('relu', 3)], concat=[1])", "1:42", "step 1 computes state 2 from state 3"),
+    (f"Genotype(recurrent={STEPS}, concat=[0, 1])", "1:71", "concat names node 0, an input of the cell"),
+    (f"Genotype(recurrent={STEPS}, concat=range(1, 5))", "1:70", "concat names node 4, but the cell computes "
+                                                                 "nodes 1 to 3"),
+    (f"Genotype(recurrent={STEPS}, concat=[1, 3, 3])", "1:77", "concat names node 3 twice"),
+    ("Genotype(recurrent=[], concat=[1])", "1:19", "recurrent has no steps"),
+    ("Genotype(recurrent=[('tanh', 0, 1)], concat=[1])", "1:20", "must be a tuple (op, from_node)"),
+    ("Genotype(recurrent=[('tanh', -1)], concat=[1])", "1:29", "must not be negative"),
+    (f"Genotype(recurrent={STEPS}, concat=[1], normal=[])", "1:82", "Genotype has no field 'normal'; its fields "
+                                                                    "are recurrent, concat"),
+    (f"Genotype(recurrent={STEPS})", "1:0", "a recurrent Genotype is missing the field(s) concat"),
+    (f"Genotype(recurrent={STEPS}, concat=__import__('os').getpid())", "1:70", "a call to '__import__'"),
+])
+def test_bad_recurrent_genotypes_are_refused_with_a_position(text, position, fragment):
+    with pytest.raises(G.GenotypeError) as info:
+        G.parse_genotype(text, "cell.txt")
+    message = str(info.value)
+    assert message.startswith(f"cell.txt:{position}: ") and fragment in message and "\n" not in message
+
+
+def test_recurrent_record_for_searches(tmp_path):
+    record = G.recurrent_record([("tanh", 0), ["relu", 1], ("identity", 0)], range(1, 4))
+    text = G.format_genotype(record)
+    assert text == "Genotype(recurrent=[('tanh', 0), ('relu', 1), ('identity', 0)], concat=range(1, 4))\n"
+    assert G.parse_genotype(text) == record
+    G.write_genotype_file(tmp_path / "found.txt", record)
+    found = G.load_recurrent_genotype(str(tmp_path / "found.txt"))
+    assert found == G.RecurrentGenotype("found", (("tanh", 0), ("relu", 1), ("identity", 0)), (1, 2, 3))
+    with pytest.raises(G.GenotypeError, match=r"^recurrent_record: recurrent\[1\]\[1\]: step 1 computes state 2"):
+        G.recurrent_record([("tanh", 0), ("relu", 2)], [1])

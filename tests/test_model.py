@@ -5,7 +5,7 @@ from checkpoint import CheckpointError, load_weights
 from genotypes import list_genotypes, load_architecture, parse_genotype, to_architecture
 from metrics import count_macs, count_parameters
 from model import ModelError, ModelSpec, NetworkCIFAR, NetworkImageNet, ddarts_state_dict, layer_plan
-from paths import GENOTYPES_DIR
+from shipped_genotypes import SHIPPED
 
 
 def cifar(name, C=36, layers=20, ops=None, mid=32, classes=10, aux=True):
@@ -35,6 +35,39 @@ def test_sharpdarts_parameter_counts_use_the_sharp_op_family(name, cifar_params,
     assert arch.ops == "sharp"
     assert count_parameters(cifar(name, ops="sharp", mid=32)) == cifar_params
     assert count_parameters(NetworkImageNet(48, 1000, 14, True, arch, family="sharp", mid_channels=96)) == imagenet_params
+
+
+def imagenet_auxiliary_head_params(C_in, classes, norm_after_conv):
+    """ReLU, 5x5 pool, 1x1 conv to 128, BN(128), ReLU, 2x2 conv to 768, [BN(768)], ReLU, linear."""
+    return C_in * 128 + 2 * 128 + 128 * 768 * 2 * 2 + (2 * 768 if norm_after_conv else 0) + 768 * classes + classes
+
+
+# Totals with the auxiliary head, printed by sharpDARTS's own NetworkImageNet (C=48, 14 layers,
+# 1000 classes, its OPS, C_mid=96); its head keeps the BatchNorm2d(768) that DARTS's omits.
+@pytest.mark.parametrize("name,without_aux,sharpdarts_total", [
+    ("SHARPSEPCONV_DARTS", 4_973_728, 6_236_040),
+    ("SHARP_DARTS", 3_714_880, 4_977_192),
+])
+def test_sharpdarts_imagenet_auxiliary_head_has_its_norm(name, without_aux, sharpdarts_total):
+    model = NetworkImageNet(48, 1000, 14, True, load_architecture(name), family="sharp", mid_channels=96)
+    assert count_parameters(model) == without_aux
+    total = sum(p.numel() for p in model.parameters())
+    assert total == without_aux + imagenet_auxiliary_head_params(4 * 192, 1000, norm_after_conv=True)
+    assert total == sharpdarts_total
+    assert sorted(k for k in model.state_dict() if k.startswith("auxiliary_head.")) == sorted(
+        ["auxiliary_head.features.2.weight", "auxiliary_head.features.5.weight",
+         "auxiliary_head.classifier.weight", "auxiliary_head.classifier.bias"]
+        + [f"auxiliary_head.features.{i}.{stat}" for i in (3, 6)
+           for stat in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")])
+    without_head = NetworkImageNet(48, 1000, 14, False, load_architecture(name), family="sharp", mid_channels=96)
+    assert sum(p.numel() for p in without_head.parameters()) == without_aux
+
+
+def test_darts_imagenet_auxiliary_head_keeps_darts_layout():
+    model = NetworkImageNet(48, 1000, 14, True, load_architecture("DARTS_V2"))
+    assert sum(p.numel() for p in model.parameters()) == 4_718_752 + imagenet_auxiliary_head_params(
+        4 * 192, 1000, norm_after_conv=False) == 5_979_528
+    assert "auxiliary_head.features.6.weight" not in model.state_dict()
 
 
 # D-DARTS facts from running its code: (file, C, layers, params without / with the auxiliary head)
@@ -245,10 +278,8 @@ UNBUILDABLE = {"Xception_cifar100_threshold_edge_0.85"}  # gene 12 has no edge f
 
 def test_every_shipped_genotype_has_a_tested_count():
     # shipped = listed in genotypes/README.md; searches may add files of their own beside them
-    table = (GENOTYPES_DIR / "README.md").read_text().splitlines()
-    shipped = {row.split("|")[1].strip() for row in table if row.startswith("| ")} - {"name"}
-    assert shipped == set(SHIPPED_PARAMS) | UNBUILDABLE
-    assert shipped <= set(list_genotypes())
+    assert set(SHIPPED) == set(SHIPPED_PARAMS) | UNBUILDABLE
+    assert set(SHIPPED) <= set(list_genotypes())
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_PARAMS))

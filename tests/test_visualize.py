@@ -155,3 +155,26 @@ def test_cli_without_dot_writes_sources_and_hint(tmp_path):
     assert "digraph" in (out / "DARTS_V2_normal.gv").read_text()
     assert "apt-get install graphviz" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@needs_dot
+def test_op_names_utf8_cannot_write_are_drawn_as_their_escapes(tmp_path):
+    odd = tmp_path / "odd.txt"
+    odd.write_text("Genotype(normal=[('\\ud800', 0), ('a\\\\b', 1)], normal_concat=[2], "
+                   "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])\n")
+    assert load_architecture(str(odd)).cells[0].edges[0].op == "\ud800"
+    out = tmp_path / "out"
+    result = run_cli(str(SCRIPT), str(odd), "--out", str(out), "--format", "svg")
+    assert result.returncode == 0, result.stderr
+    texts = svg_texts(out / "odd_normal.svg")
+    assert "\\ud800" in texts and "a\\b" in texts
+
+
+def test_cli_does_not_draw_recurrent_genotypes_as_cells(tmp_path):
+    out = tmp_path / "out"
+    for arch, words in (("ENAS", "unknown genotype 'ENAS'"),
+                        (str(REPO_ROOT / "genotypes" / "recurrent" / "ENAS.txt"), "is a recurrent cell (for rnn/)")):
+        result = run_cli(str(SCRIPT), arch, "--out", str(out))
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and words in result.stderr
+    assert not out.exists()

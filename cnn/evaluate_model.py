@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = args.dataset or state.get("dataset") or "cifar10"
     info = dataset_info(dataset)
     test_set = None
-    num_classes = stored["num_classes"] if stored else info.num_classes
+    num_classes = (stored or {}).get("num_classes", info.num_classes)
     if not args.no_accuracy:
         _, test_set = build_datasets(dataset, args.data)
         num_classes = len(getattr(test_set, "classes", [])) or num_classes

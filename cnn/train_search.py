@@ -25,7 +25,8 @@ Writes logs/search/search-<save>-<timestamp>/: log.txt, command.txt, args.json, 
 weights/epoch_NNN.npy (the parse weights, (sets, edges, ops)), checkpoint.pt (``--resume``
 continues exactly; resuming a finished run derives the genotype again, e.g. with another
 ``--op_threshold``), and at the end genotypes/<genotype_name>.txt, ready for
-``python cnn/train.py --arch <genotype_name>``.
+``python cnn/train.py --arch <genotype_name>`` (never over a file another run wrote: see
+``check_genotype_name`` and ``unclaimed_genotype_file``).
 
 ``--multi_channel`` searches sharpDARTS's grid of channel widths instead of cells
 (cnn/multichannel.py): ``--init_channels`` rounds down to the narrowest width, ``--layers_in_cells``
@@ -184,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parse_method", default=None, choices=PARSE_METHODS, help=f"weights -> genotype rule {m}")
     p.add_argument("--op_threshold", type=cli.probability, default=0.85, help="weight an op needs with a threshold parse")
     p.add_argument("--genotype_name", default=None,
-                   help="write genotypes/<name>.txt (default: <save>-<timestamp> of the run folder)")
+                   help="write genotypes/<name>.txt (default: <save>-<timestamp> of the run folder); a name whose "
+                        "file another run wrote is refused, or, if written while this search ran, becomes <name>_2")
     p.add_argument("--cutout", action="store_true")
     p.add_argument("--cutout_length", type=cli.positive_int, default=16)
     p.add_argument("--auto_aug", "--autoaugment", dest="auto_aug", action="store_true",

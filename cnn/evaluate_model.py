@@ -25,7 +25,7 @@ from training import Precision, evaluate, resolve_device
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description="Evaluate a checkpoint: params, MACs, top-1 and top-5.",
-                                formatter_class=cli.HelpFormatter)
+                           formatter_class=cli.HelpFormatter)
     p.add_argument("--model_path", required=True, help="checkpoint file (ours, or a plain DARTS/D-DARTS state_dict)")
     p.add_argument("--arch", default=None, help="genotype name or file (default: the one stored in the checkpoint)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="default: the checkpoint's, else cifar10")
@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="accepted for DARTS compatibility; the auxiliary head is detected from the weights")
     p.add_argument("--cifar10_1", default=None, help="directory of the CIFAR-10.1 .npy files (default: looked for under --data)")
     p.add_argument("--batch_size", type=cli.positive_int, default=256)
-    p.add_argument("--workers", type=cli.non_negative_int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
+    p.add_argument("--workers", type=cli.non_negative_int, default=None,
+                   help="data loader workers (default 0 for digits, else min(4, cores))")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--no_accuracy", action="store_true", help="only count params and MACs (no dataset needed)")

@@ -45,8 +45,7 @@ RESUME_REQUIRED = ("model", "optimizer", "scheduler", "scaler", "epoch", "best",
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(description="Train a genotype from scratch.",
-                                formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description="Train a genotype from scratch.", formatter_class=cli.HelpFormatter)
     p.add_argument("--arch", default=None,
                    help="genotype name in genotypes/ or a path to a genotype file (default DARTS_V2); with "
                         "--multi_channel a path name in genotypes/multi_channel/ or a path file")
@@ -56,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(REPO_ROOT / "data"), help="dataset root directory")
     p.add_argument("--batch_size", type=cli.positive_int, default=96)
     p.add_argument("--epochs", type=cli.positive_int, default=600)
-    p.add_argument("--init_channels", type=cli.positive_int, default=None, help="initial width C (default 36 CIFAR-stem, 48 ImageNet)")
+    p.add_argument("--init_channels", type=cli.positive_int, default=None,
+                   help="initial width C (default 36 CIFAR-stem, 48 ImageNet)")
     p.add_argument("--layers", type=cli.positive_int, default=None,
                    help="number of cells (default 20 CIFAR-stem, 14 ImageNet; a per-cell genotype's own cell count, "
                         "more derives a deeper network)")
@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cutout_length", type=cli.positive_int, default=16)
     p.add_argument("--auto_aug", "--autoaugment", dest="auto_aug", action="store_true",
                    help="torchvision AutoAugment policy of the dataset")
-    p.add_argument("--drop_path_prob", type=cli.probability, default=0.2, help="final drop path probability (linear ramp)")
+    p.add_argument("--drop_path_prob", type=cli.probability, default=0.2,
+                   help="final drop path probability (linear ramp)")
     p.add_argument("--label_smooth", type=cli.probability, default=0.0)
     p.add_argument("--grad_clip", type=cli.non_negative_float, default=5.0, help="gradient norm clip (0 disables)")
     p.add_argument("--valid_portion", type=cli.probability, default=0.0,
@@ -100,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
                    help="under torchrun: seconds a process waits for the others in a collective before the run stops")
-    p.add_argument("--workers", type=cli.non_negative_int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
+    p.add_argument("--workers", type=cli.non_negative_int, default=None,
+                   help="data loader workers (default 0 for digits, else min(4, cores))")
     p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--save", default="EXP", help="run name; the run folder is logs/eval/<save>-<timestamp>")
     p.add_argument("--resume", default=None, help="checkpoint.pt (or its run folder) to continue exactly")

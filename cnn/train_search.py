@@ -65,8 +65,8 @@ from checkpoint import resume_arguments, save_checkpoint
 from data import (DATASETS, DataError, EmptySplitError, build_datasets, dataset_info, default_workers, make_loader,
                   split_train_valid, with_transform)
 from derive import PARSE_METHODS
-from distributed import (DEFAULT_TIMEOUT_S, Dist, average_over_ranks, broadcast_buffers, broadcast_object, process_group,
-                         sync_batchnorm)
+from distributed import (DEFAULT_TIMEOUT_S, Dist, average_over_ranks, broadcast_buffers, broadcast_object,
+                         process_group, sync_batchnorm)
 from genotypes import PRIMITIVE_SETS, GenotypeError, format_genotype, to_architecture, write_genotype_file
 from metrics import RunningSum, correct_topk
 from model_search import WEIGHTINGS, Baseline, SearchError, SearchNetwork, SupernetSpec, load_baseline, make_spec
@@ -132,7 +132,7 @@ def _ops_family(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(description="Differentiable architecture search (DARTS, sharpDARTS, D-DARTS, DARTOpti).",
-                                allow_abbrev=False, formatter_class=cli.HelpFormatter)
+                           allow_abbrev=False, formatter_class=cli.HelpFormatter)
     m = "(default: set by --method)"
     p.add_argument("--method", default="auto", choices=("auto", *METHODS),
                    help="search strategy; auto: dartopti with --arch_baseline, ddarts with a D-DARTS flag, "
@@ -142,20 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_portion", type=cli.portion, default=0.5,
                    help="part of the training set that trains network weights; the rest drives the architecture")
     p.add_argument("--batch_size", type=cli.positive_int, default=None, help=f"batch size {m}")
-    p.add_argument("--learning_rate", type=cli.non_negative_float, default=None, help=f"initial network learning rate {m}")
-    p.add_argument("--learning_rate_min", type=cli.non_negative_float, default=None, help=f"final network learning rate {m}")
+    p.add_argument("--learning_rate", type=cli.non_negative_float, default=None,
+                   help=f"initial network learning rate {m}")
+    p.add_argument("--learning_rate_min", type=cli.non_negative_float, default=None,
+                   help=f"final network learning rate {m}")
     p.add_argument("--lr_schedule", default=None, choices=("cosine", "cosine_power"),
                    help=f"network learning rate schedule: DARTS's cosine annealing or sharpDARTS's cosine power {m}")
     p.add_argument("--lr_power_annealing_exponent_order", type=cli.positive_float, default=2.0,
                    help="cosine_power: larger decays faster early; 1 is cosine annealing (2 as sharpDARTS's search; "
                         "its train.py and ours default to 10)")
-    p.add_argument("--warmup_epochs", type=cli.non_negative_int, default=None, help=f"cosine_power: linear warmup epochs {m}")
+    p.add_argument("--warmup_epochs", type=cli.non_negative_int, default=None,
+                   help=f"cosine_power: linear warmup epochs {m}")
     p.add_argument("--momentum", type=cli.probability, default=0.9)
     p.add_argument("--weight_decay", type=cli.non_negative_float, default=3e-4)
-    p.add_argument("--arch_learning_rate", type=cli.non_negative_float, default=None, help=f"Adam learning rate of the alphas {m}")
+    p.add_argument("--arch_learning_rate", type=cli.non_negative_float, default=None,
+                   help=f"Adam learning rate of the alphas {m}")
     p.add_argument("--arch_weight_decay", type=cli.non_negative_float, default=1e-3)
-    p.add_argument("--grad_clip", type=cli.non_negative_float, default=5.0, help="network gradient norm clip (0 disables)")
-    p.add_argument("--epochs", type=cli.positive_int, default=50, help="search epochs (DARTOpti adds --pretrain_epochs)")
+    p.add_argument("--grad_clip", type=cli.non_negative_float, default=5.0,
+                   help="network gradient norm clip (0 disables)")
+    p.add_argument("--epochs", type=cli.positive_int, default=50,
+                   help="search epochs (DARTOpti adds --pretrain_epochs)")
     p.add_argument("--pretrain_epochs", type=cli.non_negative_int, default=None,
                    help=f"epochs that train network weights only before the alphas move {m}")
     p.add_argument("--layers", "--layers_of_cells", dest="layers", type=cli.positive_int, default=8,
@@ -175,15 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single_level", action="store_true",
                    help="update alphas and network weights together on the training batch")
     p.add_argument("--sep_loss", default=None, choices=SEP_LOSSES, help=f"zero-one separation loss {m}")
-    p.add_argument("--aux_loss_weight", type=cli.non_negative_float, default=None, help=f"weight of the separation loss {m}")
+    p.add_argument("--aux_loss_weight", type=cli.non_negative_float, default=None,
+                   help=f"weight of the separation loss {m}")
     p.add_argument("--cell_loss", default=None, choices=CELL_LOSSES, help=f"per-cell ablation loss {m}")
-    p.add_argument("--abl_loss_weight", type=cli.non_negative_float, default=None, help=f"weight of the ablation loss {m}")
+    p.add_argument("--abl_loss_weight", type=cli.non_negative_float, default=None,
+                   help=f"weight of the ablation loss {m}")
     p.add_argument("--arch_baseline", default=None,
                    help="DARTOpti: start from this hand-made Genotype_opt (ResNet18, ResNet50, Xception or a file)")
     p.add_argument("--no_arch_metric", action="store_true",
                    help="DARTOpti: do not compute the architecture distance to the baseline each epoch")
     p.add_argument("--parse_method", default=None, choices=PARSE_METHODS, help=f"weights -> genotype rule {m}")
-    p.add_argument("--op_threshold", type=cli.probability, default=0.85, help="weight an op needs with a threshold parse")
+    p.add_argument("--op_threshold", type=cli.probability, default=0.85,
+                   help="weight an op needs with a threshold parse")
     p.add_argument("--genotype_name", default=None,
                    help="write genotypes/<name>.txt (default: <save>-<timestamp> of the run folder); a name whose "
                         "file another run wrote is refused, or, if written while this search ran, becomes <name>_2")
@@ -200,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
                    help="under torchrun: seconds a process waits for the others in a collective before the run stops")
-    p.add_argument("--workers", type=cli.non_negative_int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
+    p.add_argument("--workers", type=cli.non_negative_int, default=None,
+                   help="data loader workers (default 0 for digits, else min(4, cores))")
     p.add_argument("--seed", type=cli.seed, default=2)
     p.add_argument("--save", default="EXP", help="run name; the run folder is logs/search/search-<save>-<timestamp>")
     p.add_argument("--resume", default=None, help="checkpoint.pt (or its run folder) to continue exactly")
@@ -441,7 +451,8 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
         train_half, search_half = split_train_valid(train_full, args.train_portion, args.seed)
     except EmptySplitError as e:
         raise DataError(f"--train_portion {args.train_portion} leaves a part of the {len(train_full)} training "
-                        f"examples empty: {e.sizes[0]} train the network weights, {e.sizes[1]} the architecture") from None
+                        f"examples empty: {e.sizes[0]} train the network weights, {e.sizes[1]} the architecture"
+                        ) from None
     # the held-out half scored like the test set (no augmentation)
     valid_half = Subset(with_transform(train_full, test_set.transform), search_half.indices)
 

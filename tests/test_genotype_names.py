@@ -1,7 +1,10 @@
 """Two searches that write the same genotype name never silently overwrite each other."""
 import pytest
 
-from scripts import assert_one_sentence_error, run_script
+import run_dir
+import train_search
+from scripts import run_script
+from test_bad_input import one_sentence
 
 SEARCH = ["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--steps", "2", "--multiplier", "2",
           "--batch_size", "16", "--max_steps", "2", "--report_freq", "0", "--workers", "0"]
@@ -23,7 +26,7 @@ def runs(sandbox):
     return sorted((sandbox / "logs" / "search").iterdir())
 
 
-def test_a_name_another_search_wrote_is_refused_and_one_written_meanwhile_is_kept(sandbox):
+def test_a_name_another_search_wrote_is_refused_and_one_written_meanwhile_is_kept(sandbox, monkeypatch, capsys):
     genotypes = sandbox / "genotypes"
     # run A starts with the name and stops after an epoch; run B takes the name and finishes
     assert search(sandbox, "--epochs", "2", "--stop_epoch", "1", "--genotype_name", "shared").returncode == 0
@@ -33,10 +36,11 @@ def test_a_name_another_search_wrote_is_refused_and_one_written_meanwhile_is_kep
     written_by_b = (genotypes / "shared.txt").read_text()
     assert f"run: {second.name};" in written_by_b
 
-    # a third search asking for the name is refused before it starts
-    refused = search(sandbox, "--epochs", "1", "--genotype_name", "shared")
-    assert_one_sentence_error(refused, "shared.txt exists, written by the search run " + second.name,
-                              "choose another --genotype_name")
+    # a third search asking for the name is refused before it starts (in this process: nothing runs)
+    monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", genotypes)
+    monkeypatch.setattr(run_dir, "LOGS_DIR", sandbox / "logs")
+    refused = one_sentence(capsys, "train_search", *SEARCH, "--epochs", "1", "--genotype_name", "shared")
+    assert f"shared.txt exists, written by the search run {second.name}; choose another --genotype_name" in refused
     assert len(runs(sandbox)) == 2
 
     # run A, resumed, finds the name taken meanwhile: it writes shared_2 and says so

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pickle
-import tempfile
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -17,18 +18,69 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
+def non_finite_entry(state) -> str | None:
+    """The key path of the first tensor or float in `state` (nested dicts, lists, tuples) that holds
+    NaN or inf, else None. One host sync per device, whatever the number of tensors."""
+    entries: list[tuple[str, torch.Tensor | float]] = []
+
+    def collect(value, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                collect(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                collect(v, f"{key}.{i}" if key else str(i))
+        elif (isinstance(value, torch.Tensor) and value.is_floating_point()) or isinstance(value, float):
+            entries.append((key, value))
+
+    collect(state, "")
+    tensors = [v for _, v in entries if isinstance(v, torch.Tensor)]
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t)
+    if all(bool(torch.stack([t.isfinite().all() for t in group]).all()) for group in by_device.values()) \
+            and all(math.isfinite(v) for _, v in entries if isinstance(v, float)):
+        return None
+    return next(key for key, v in entries
+                if not (bool(v.isfinite().all()) if isinstance(v, torch.Tensor) else math.isfinite(v)))
+
+
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file beside `path`, then rename, so a crash never leaves half a file."""
+    """Write to a temporary file beside `path`, flush it to disk, then rename, so a crash never leaves
+    half a file and a failed write (a full disk) leaves the previous checkpoint as it was. A state
+    holding NaN or inf is refused: a diverged run never replaces a good checkpoint. The file gets
+    the permissions of any file this process creates (the umask), like the other files of a run."""
     path = Path(path)
+    bad = non_finite_entry(state)
+    if bad is not None:
+        raise CheckpointError(f"{path} was not written: its entry {bad} is not finite (NaN or inf)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("] . ")[-1]
+        free_mb = shutil.disk_usage(path.parent).free / 2 ** 20
+        raise CheckpointError(f"writing {path} failed ({reason}) with {free_mb:.0f} MiB free on its disk: make room "
+                              f"and resume; any previous {path.name} is unchanged") from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _refusal_reason(exc: Exception) -> str:
+    """The line of torch's message that says why a file was refused, without its advice to load
+    with weights_only=False (which would run whatever code the file holds)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if "weights_only" not in line
+               and not line.startswith(("Weights only load failed", "Check the documentation"))]
+    reason = (reasons or lines or [type(exc).__name__])[0]
+    return reason.removeprefix("WeightsUnpickler error: ").split(" Please use")[0]
 
 
 def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict:
@@ -39,8 +91,7 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first_line})") from exc
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_refusal_reason(exc)})") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dictionary")
     return state
@@ -82,12 +133,14 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], sourc
 
 
 def resume_arguments(args: argparse.Namespace, defaults: argparse.Namespace, kind: str,
-                     overridable: tuple[str, ...]) -> tuple[argparse.Namespace, dict | None, Path | None]:
+                     overridable: tuple[str, ...], required: tuple[str, ...] = ()
+                     ) -> tuple[argparse.Namespace, dict | None, Path | None]:
     """For --resume: the stored arguments, the checkpoint and its run folder (else args, None, None).
 
     The stored arguments win so the run continues exactly; of `overridable`, those given on this
     command line (different from their defaults) replace the stored ones; --resume and
-    --stop_epoch always come from this command line.
+    --stop_epoch always come from this command line; a flag newer than the checkpoint takes its
+    default. A checkpoint without one of the `required` entries is refused in one sentence.
     """
     if args.resume is None:
         return args, None, None
@@ -97,7 +150,11 @@ def resume_arguments(args: argparse.Namespace, defaults: argparse.Namespace, kin
     state = load_checkpoint(path)
     if state.get("kind") != kind:
         raise CheckpointError(f"{path} is not a {kind} checkpoint, so this script cannot resume it")
-    stored = dict(state["args"])
+    missing = [key for key in ("args", *required) if key not in state]
+    if missing or not isinstance(state["args"], dict):
+        raise CheckpointError(f"{path} lacks {', '.join(missing) or 'a dictionary of args'}, which resuming needs: "
+                              f"it was not written by this script")
+    stored = {**vars(defaults), **state["args"]}
     for key in overridable:
         value = getattr(args, key)
         if key in ("resume", "stop_epoch") or value != getattr(defaults, key):

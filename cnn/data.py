@@ -5,7 +5,8 @@ Supported names (``DATASETS``):
 * ``cifar10`` / ``cifar100``: torchvision's on-disk "python version"
   (``<root>/cifar-10-batches-py``, ``<root>/cifar-100-python``). Downloaded once when missing and
   the network allows it.
-* ``imagenet``: ``<root>/train/<class>/*`` and ``<root>/val/<class>/*`` image folders.
+* ``imagenet``: ``<root>/train/<class>/*`` and ``<root>/val/<class>/*`` image folders; an image that
+  cannot be decoded is skipped with a warning naming its file (``SkippingImageFolder``).
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes, no
   download), a laptop-sized stand-in for quick searches and tests. The split is fixed:
   ``numpy.random.RandomState(0).permutation(1797)``, the first 1437 indices are the training set and
@@ -29,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import shutil
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +48,14 @@ from errors import UserError
 
 class DataError(UserError):
     """A dataset is missing or unusable; the message says what is wrong and what to do."""
+
+
+class EmptySplitError(DataError):
+    """A train/valid split with an empty part; `sizes` lets the caller say what each part is for."""
+
+    def __init__(self, first: int, second: int):
+        super().__init__(f"a split of {first + second} examples into {first} and {second} leaves a part empty")
+        self.sizes = (first, second)
 
 
 @dataclass(frozen=True)
@@ -223,25 +234,41 @@ def _cifar_files(cls, root: Path) -> list[Path]:
     return [folder / n for n in names]
 
 
+def _first_missing_folder(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what a download would create)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
 def _load_cifar(key: str, root: Path, train_tf, test_tf, download: bool):
+    """A complete copy is read; no copy is downloaded (into a --data folder created only if the
+    download succeeds); an incomplete copy is refused, naming its missing files."""
     cls, label = (_CIFAR10, "CIFAR-10") if key == "cifar10" else (_CIFAR100, "CIFAR-100")
-    missing = not all(p.is_file() for p in _cifar_files(cls, root))
+    folder = root / cls.base_folder
+    absent = [p.name for p in _cifar_files(cls, root) if not p.is_file()]
+    if absent and folder.is_dir():
+        raise DataError(f"{label} under {folder} is incomplete: {', '.join(absent)} missing; put a full copy "
+                        f"of the python version ({cls.filename}, extracted) there.")
     not_found = (f"{label} not found under {root}: put the python version ({cls.filename}, "
-                 f"extracted to {root / cls.base_folder}) there, or run with network access to "
-                 f"download it")
-    if missing and not download:
+                 f"extracted to {folder}) there, or run with network access to download it")
+    if absent and not download:
         raise DataError(not_found + ".")
+    created = _first_missing_folder(root)
     try:
-        if missing:
+        if absent:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 train = cls(root, train=True, transform=train_tf, download=True)
         else:
             train = cls(root, train=True, transform=train_tf, download=False)
         test = cls(root, train=False, transform=test_tf, download=False)
     except Exception as exc:  # network, unpickling or layout failures all end the same way
-        if missing:
+        if absent:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             raise DataError(f"{not_found} (download failed: {exc}).") from exc
-        raise DataError(f"{label} files under {root / cls.base_folder} could not be read ({exc}): "
+        raise DataError(f"{label} files under {folder} could not be read ({exc}): "
                         f"delete that folder and put a fresh copy of {cls.filename} there.") from exc
     for part in (train, test):
         labels = np.asarray(part.targets)
@@ -249,6 +276,24 @@ def _load_cifar(key: str, root: Path, train_tf, test_tf, download: bool):
             raise DataError(f"{label} files under {root / cls.base_folder} hold labels outside "
                             f"0..{len(part.classes) - 1}: replace them with a fresh copy of {cls.filename}.")
     return train, test
+
+
+class SkippingImageFolder(tv_datasets.ImageFolder):
+    """An ImageFolder that skips an image it cannot decode, with a warning naming the file: the
+    next readable image of the folder takes its place, so one bad file does not end a run."""
+
+    def __getitem__(self, index: int):
+        for offset in range(len(self.samples)):
+            path, target = self.samples[(index + offset) % len(self.samples)]
+            try:
+                sample = self.loader(path)
+            except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+                warnings.warn(f"skipping unreadable image {path} ({type(exc).__name__}: {exc})", stacklevel=2)
+                continue
+            if self.transform is not None:
+                sample = self.transform(sample)
+            return sample, target
+        raise DataError(f"no image under {self.root} can be read")
 
 
 def _load_imagenet(root: Path, train_tf, test_tf):
@@ -260,7 +305,7 @@ def _load_imagenet(root: Path, train_tf, test_tf):
         if not folder.is_dir():
             raise DataError(hint)
         try:
-            parts.append(tv_datasets.ImageFolder(folder, transform=tf))
+            parts.append(SkippingImageFolder(folder, transform=tf))
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"{hint} ({exc})") from exc
     train, val = parts
@@ -386,14 +431,14 @@ def split_train_valid(dataset: Dataset, train_portion: float, seed: int) -> tupl
 
     The indices are a permutation drawn from ``torch.Generator().manual_seed(seed)``; the first
     ``floor(train_portion * len(dataset))`` go to train, the rest to valid. Both keep the dataset's
-    (training) transform.
+    (training) transform. A split that would leave a part empty is an EmptySplitError.
     """
     n = len(dataset)
     if not 0.0 < train_portion < 1.0:
         raise ValueError(f"train_portion must be strictly between 0 and 1, got {train_portion}.")
     n_train = int(np.floor(train_portion * n))
     if n_train == 0 or n_train == n:
-        raise ValueError(f"train_portion {train_portion} of {n} examples leaves one side of the split empty.")
+        raise EmptySplitError(n_train, n - n_train)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
     return Subset(dataset, order[:n_train]), Subset(dataset, order[n_train:])
 

@@ -18,7 +18,9 @@ CPU tensors.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -68,17 +70,60 @@ def _env_int(name: str, default: int) -> int:
         raise DistributedError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
 
 
+class CollectiveTimeout(DistributedError):
+    """A collective operation waited longer than --dist_timeout; said once, by the lowest waiting rank."""
+
+    def __init__(self, message: str, reporting_rank: int):
+        super().__init__(message)
+        self.reporting_rank = reporting_rank
+
+
+DEFAULT_TIMEOUT_S = 300.0
+TIMEOUT_GRACE_S = 3.0   # how long the ranks that timed out wait for each other before naming the silent ones
+
+
+def silent_ranks(ctx: Dist, grace_s: float = TIMEOUT_GRACE_S) -> list[int] | None:
+    """After a collective timed out on this rank: the ranks that did not also time out within
+    `grace_s` (they are stuck elsewhere), found through torchrun's key-value store; None when the
+    store cannot be reached."""
+    try:
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                              timeout=datetime.timedelta(seconds=grace_s))
+        store.set(f"darts/timed_out/{ctx.rank}", "1")
+        time.sleep(grace_s)
+        return [r for r in range(ctx.world_size) if not store.check([f"darts/timed_out/{r}"])]
+    except (KeyError, ValueError, RuntimeError):
+        return None
+
+
+def collective_timeout(ctx: Dist, timeout_s: float) -> CollectiveTimeout:
+    """The sentence for a timed-out collective, naming the silent ranks when the store tells them."""
+    silent = silent_ranks(ctx) or []
+    who = f"rank{'s' * (len(silent) > 1)} {', '.join(map(str, silent))}" if silent else "a rank"
+    waiting = [r for r in range(ctx.world_size) if r not in silent]
+    return CollectiveTimeout(f"{who} did not answer within --dist_timeout {timeout_s:g} s (stuck, or much slower than "
+                             f"the others), so the run stopped; find what held it up, or raise --dist_timeout",
+                             reporting_rank=min(waiting, default=ctx.rank))
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "timed out" in str(exc).lower()
+
+
 @contextlib.contextmanager
-def process_group(device: torch.device) -> Iterator[tuple[Dist, torch.device]]:
+def process_group(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[tuple[Dist, torch.device]]:
     """(this process's place, its device) for the length of a run; the group is torn down after.
 
-    Under torchrun a CUDA `device` without an index becomes the GPU of the local rank.
+    Under torchrun a CUDA `device` without an index becomes the GPU of the local rank. A collective
+    that waits longer than `timeout_s` ends the run: gloo raises, and this rank says which ranks
+    were silent (CollectiveTimeout); NCCL's watchdog stops the process itself with its own message.
     """
     world_size = _env_int("WORLD_SIZE", 1)
     if world_size <= 1:
         yield Dist(), device
         return
     ctx = Dist(_env_int("RANK", 0), _env_int("LOCAL_RANK", 0), world_size)
+    timeout = datetime.timedelta(seconds=timeout_s)
     if device.type == "cuda":
         if device.index is not None:
             raise DistributedError(f"--device {device} would put every process on one GPU; under torchrun use "
@@ -88,11 +133,15 @@ def process_group(device: torch.device) -> Iterator[tuple[Dist, torch.device]]:
             raise DistributedError(f"local rank {ctx.local_rank} has no GPU ({torch.cuda.device_count()} visible); "
                                    f"start at most that many processes per node")
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     try:
         yield ctx, device
+    except RuntimeError as exc:
+        if _timed_out(exc):
+            raise collective_timeout(ctx, timeout_s) from exc
+        raise
     finally:
         dist.destroy_process_group()
 
@@ -123,6 +172,14 @@ def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(values)
     return values
+
+
+def min_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The elementwise minimum of `value` over the ranks (a copy; `value` itself unchanged)."""
+    value = value.clone()
+    if is_distributed():
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value
 
 
 def broadcast_buffers(module: nn.Module) -> None:

@@ -24,21 +24,22 @@ from training import Precision, evaluate, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Evaluate a checkpoint: params, MACs, top-1 and top-5.",
-                                formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description="Evaluate a checkpoint: params, MACs, top-1 and top-5.",
+                           formatter_class=cli.HelpFormatter)
     p.add_argument("--model_path", required=True, help="checkpoint file (ours, or a plain DARTS/D-DARTS state_dict)")
     p.add_argument("--arch", default=None, help="genotype name or file (default: the one stored in the checkpoint)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="default: the checkpoint's, else cifar10")
     p.add_argument("--data", default=str(REPO_ROOT / "data"), help="dataset root directory")
-    p.add_argument("--init_channels", type=int, default=None)
-    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--init_channels", type=cli.positive_int, default=None)
+    p.add_argument("--layers", type=cli.positive_int, default=None)
     p.add_argument("--ops", default=None, choices=["auto", *OPS], help="op family (default: the checkpoint's, else auto)")
-    p.add_argument("--mid_channels", type=int, default=None)
+    p.add_argument("--mid_channels", type=cli.positive_int, default=None)
     p.add_argument("--auxiliary", action="store_true",
                    help="accepted for DARTS compatibility; the auxiliary head is detected from the weights")
     p.add_argument("--cifar10_1", default=None, help="directory of the CIFAR-10.1 .npy files (default: looked for under --data)")
-    p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
+    p.add_argument("--batch_size", type=cli.positive_int, default=256)
+    p.add_argument("--workers", type=cli.non_negative_int, default=None,
+                   help="data loader workers (default 0 for digits, else min(4, cores))")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--no_accuracy", action="store_true", help="only count params and MACs (no dataset needed)")
@@ -48,14 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_spec(args: argparse.Namespace, stored: dict | None, weights: dict, num_classes: int,
                  network: str) -> ModelSpec | PathSpec:
     """Flags first, then what the checkpoint stored, then the DARTS defaults."""
-    if stored and stored.get("kind") == "multi_channel":
-        return PathSpec(**{**stored, "path": tuple(stored["path"])})
     auxiliary = any(k.startswith("auxiliary_head.") for k in weights)
-    if stored and args.arch in (None, stored["arch_name"]):
-        overrides = {"init_channels": args.init_channels, "layers": args.layers, "mid_channels": args.mid_channels,
-                     "ops": None if args.ops in (None, "auto") else args.ops}
-        return ModelSpec(**{**stored, **{k: v for k, v in overrides.items() if v is not None},
-                            "auxiliary": auxiliary})
+    try:
+        if stored and stored.get("kind") == "multi_channel":
+            return PathSpec(**{**stored, "path": tuple(stored["path"])})
+        if stored and args.arch in (None, stored["arch_name"]):
+            overrides = {"init_channels": args.init_channels, "layers": args.layers,
+                         "mid_channels": args.mid_channels, "ops": None if args.ops in (None, "auto") else args.ops}
+            return ModelSpec(**{**stored, **{k: v for k, v in overrides.items() if v is not None},
+                                "auxiliary": auxiliary})
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{args.model_path} holds a 'spec' this version cannot read ({type(e).__name__}: {e}): "
+                              f"it was not written by train.py") from None
     if args.arch is None:
         raise CheckpointError(f"{args.model_path} does not say which genotype it holds: pass --arch")
     return ModelSpec.resolve(args.arch, network, num_classes, init_channels=args.init_channels, layers=args.layers,
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = args.dataset or state.get("dataset") or "cifar10"
     info = dataset_info(dataset)
     test_set = None
-    num_classes = stored["num_classes"] if stored else info.num_classes
+    num_classes = (stored or {}).get("num_classes", info.num_classes)
     if not args.no_accuracy:
         _, test_set = build_datasets(dataset, args.data)
         num_classes = len(getattr(test_set, "classes", [])) or num_classes

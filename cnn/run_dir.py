@@ -58,8 +58,9 @@ def record_invocation(run_dir: Path, args: dict, device: torch.device) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Replace a JSON file atomically, so a reader never sees half of it."""
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+    """Replace a JSON file atomically, so a reader never sees half of it; NaN and inf are refused
+    (they are not JSON: the training loops stop at the first one before writing)."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
 
 
 def setup_logger(run_dir: Path | None, name: str, enabled: bool = True) -> logging.Logger:

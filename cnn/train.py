@@ -27,9 +27,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
-from data import (DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers,
-                  make_loader, split_train_valid, with_transform)
-from distributed import Dist, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
+from data import (DATASETS, DataError, EmptySplitError, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info,
+                  default_workers, make_loader, split_train_valid, with_transform)
+from distributed import DEFAULT_TIMEOUT_S, Dist, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
 from metrics import count_macs, count_parameters
 from model import ModelSpec, load_model_weights
 from multichannel import PathSpec
@@ -37,29 +37,15 @@ from operations import OPS
 from paths import REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
 from sampling import EvalShard, SeededSamples, ShardedOrder
-from training import (LR_SCHEDULES, MEMORY_FORMATS, Precision, evaluate, lr_scheduler, memory_format, resolve_device,
-                      seed_epoch, seed_everything, train_epoch)
+from training import (LR_SCHEDULES, MEMORY_FORMATS, Precision, check_finite_weights, evaluate, lr_scheduler,
+                      memory_format, resolve_device, seed_epoch, seed_everything, train_epoch)
 
-RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch")
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
-def portion(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
-    return value
+RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "dist_timeout")
+RESUME_REQUIRED = ("model", "optimizer", "scheduler", "scaler", "epoch", "best", "elapsed")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train a genotype from scratch.",
-                                formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description="Train a genotype from scratch.", formatter_class=cli.HelpFormatter)
     p.add_argument("--arch", default=None,
                    help="genotype name in genotypes/ or a path to a genotype file (default DARTS_V2); with "
                         "--multi_channel a path name in genotypes/multi_channel/ or a path file")
@@ -67,41 +53,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="train a sharpDARTS multi-channel path (cnn/multichannel.py) instead of a cell network")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS)
     p.add_argument("--data", default=str(REPO_ROOT / "data"), help="dataset root directory")
-    p.add_argument("--batch_size", type=positive_int, default=96)
-    p.add_argument("--epochs", type=positive_int, default=600)
-    p.add_argument("--init_channels", type=positive_int, default=None, help="initial width C (default 36 CIFAR-stem, 48 ImageNet)")
-    p.add_argument("--layers", type=positive_int, default=None,
+    p.add_argument("--batch_size", type=cli.positive_int, default=96)
+    p.add_argument("--epochs", type=cli.positive_int, default=600)
+    p.add_argument("--init_channels", type=cli.positive_int, default=None,
+                   help="initial width C (default 36 CIFAR-stem, 48 ImageNet)")
+    p.add_argument("--layers", type=cli.positive_int, default=None,
                    help="number of cells (default 20 CIFAR-stem, 14 ImageNet; a per-cell genotype's own cell count, "
                         "more derives a deeper network)")
     p.add_argument("--ops", default="auto", choices=["auto", *OPS],
                    help="op family; auto = the family the genotype was published for")
-    p.add_argument("--mid_channels", type=int, default=None,
+    p.add_argument("--mid_channels", type=cli.positive_int, default=None,
                    help="middle width of choke ops (default 32 CIFAR, 96 ImageNet; a multi-channel path: each op's "
                         "output width)")
-    p.add_argument("--learning_rate", type=float, default=0.025)
-    p.add_argument("--learning_rate_min", type=float, default=0.0)
+    p.add_argument("--learning_rate", type=cli.non_negative_float, default=0.025)
+    p.add_argument("--learning_rate_min", type=cli.non_negative_float, default=0.0)
     p.add_argument("--lr_schedule", default="cosine", choices=LR_SCHEDULES,
                    help="cosine: DARTS's CosineAnnealingLR(T_max=epochs); cosine_power: sharpDARTS's cosine power "
                         "annealing, from --learning_rate at the first epoch to --learning_rate_min at the last; "
                         "step: DARTS's ImageNet schedule, times --gamma every --decay_period epochs")
-    p.add_argument("--lr_power_annealing_exponent_order", type=float, default=10.0,
+    p.add_argument("--lr_power_annealing_exponent_order", type=cli.positive_float, default=10.0,
                    help="cosine_power: larger decays faster early; 1 is cosine annealing (10 as sharpDARTS's "
                         "training scripts; its search and ours default to 2)")
-    p.add_argument("--warmup_epochs", type=int, default=0, help="cosine_power: linear warmup epochs")
-    p.add_argument("--decay_period", type=positive_int, default=1, help="step: epochs between decays")
-    p.add_argument("--gamma", type=float, default=0.97, help="step: learning rate decay factor")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight_decay", type=float, default=3e-4)
+    p.add_argument("--warmup_epochs", type=cli.non_negative_int, default=0, help="cosine_power: linear warmup epochs")
+    p.add_argument("--decay_period", type=cli.positive_int, default=1, help="step: epochs between decays")
+    p.add_argument("--gamma", type=cli.positive_float, default=0.97, help="step: learning rate decay factor")
+    p.add_argument("--momentum", type=cli.probability, default=0.9)
+    p.add_argument("--weight_decay", type=cli.non_negative_float, default=3e-4)
     p.add_argument("--auxiliary", action="store_true", help="auxiliary classifier after the last reduction cell")
-    p.add_argument("--auxiliary_weight", type=float, default=0.4)
+    p.add_argument("--auxiliary_weight", type=cli.non_negative_float, default=0.4)
     p.add_argument("--cutout", action="store_true")
-    p.add_argument("--cutout_length", type=int, default=16)
+    p.add_argument("--cutout_length", type=cli.positive_int, default=16)
     p.add_argument("--auto_aug", "--autoaugment", dest="auto_aug", action="store_true",
                    help="torchvision AutoAugment policy of the dataset")
-    p.add_argument("--drop_path_prob", type=float, default=0.2, help="final drop path probability (linear ramp)")
-    p.add_argument("--label_smooth", type=float, default=0.0)
-    p.add_argument("--grad_clip", type=float, default=5.0, help="gradient norm clip (0 disables)")
-    p.add_argument("--valid_portion", type=portion, default=0.0,
+    p.add_argument("--drop_path_prob", type=cli.probability, default=0.2,
+                   help="final drop path probability (linear ramp)")
+    p.add_argument("--label_smooth", type=cli.probability, default=0.0)
+    p.add_argument("--grad_clip", type=cli.non_negative_float, default=5.0, help="gradient norm clip (0 disables)")
+    p.add_argument("--valid_portion", type=cli.probability, default=0.0,
                    help="hold out this part of the training set to select the best model (else it is selected on test)")
     p.add_argument("--cifar10_1", default=None,
                    help="directory of the CIFAR-10.1 .npy files (default: looked for under --data)")
@@ -111,17 +99,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
+                   help="under torchrun: seconds a process waits for the others in a collective before the run stops")
+    p.add_argument("--workers", type=cli.non_negative_int, default=None,
+                   help="data loader workers (default 0 for digits, else min(4, cores))")
+    p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--save", default="EXP", help="run name; the run folder is logs/eval/<save>-<timestamp>")
     p.add_argument("--resume", default=None, help="checkpoint.pt (or its run folder) to continue exactly")
     p.add_argument("--load", default=None,
                    help="start from these weights (a checkpoint, or a run folder's model_best.pt) with a fresh "
                         "optimizer and schedule, e.g. to fine-tune")
-    p.add_argument("--stop_epoch", type=int, default=None,
+    p.add_argument("--stop_epoch", type=cli.non_negative_int, default=None,
                    help="end this process after that epoch, checkpoint kept (e.g. a job time limit); --resume continues")
-    p.add_argument("--report_freq", type=int, default=50,
-                   help="epochs between tensorboard histograms of the weights (train_search.py: steps between log lines)")
+    p.add_argument("--report_freq", type=cli.non_negative_int, default=50,
+                   help="epochs between tensorboard histograms of the weights, 0 for none (train_search.py: steps "
+                        "between log lines)")
     args = p.parse_args(argv)
     if args.load and args.resume:
         p.error("--load starts a new run from weights and --resume continues one: give only one of them")
@@ -139,8 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, state, run_dir = resume_arguments(parse_args(argv), parse_args([]), "train", RESUME_OVERRIDABLE)
-    with process_group(resolve_device(args.device)) as (ctx, device):
+    args, state, run_dir = resume_arguments(parse_args(argv), parse_args([]), "train", RESUME_OVERRIDABLE,
+                                            RESUME_REQUIRED)
+    with process_group(resolve_device(args.device), args.dist_timeout) as (ctx, device):
         train(args, state, run_dir, ctx, device)
 
 
@@ -167,7 +160,11 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
     valid_set = None
     if args.valid_portion > 0:
         full_train = train_set
-        train_set, held_out = split_train_valid(full_train, 1.0 - args.valid_portion, args.seed)
+        try:
+            train_set, held_out = split_train_valid(full_train, 1.0 - args.valid_portion, args.seed)
+        except EmptySplitError as e:
+            raise DataError(f"--valid_portion {args.valid_portion} leaves a part of the {len(full_train)} training "
+                            f"examples empty: {e.sizes[0]} to train on, {e.sizes[1]} held out") from None
         valid_set = Subset(with_transform(full_train, test_set.transform), held_out.indices)
     extra_dir = cifar10_1_dir(args.dataset, args.data, args.cifar10_1)
     extra_set = cifar10_1_dataset(extra_dir) if extra_dir else None
@@ -245,11 +242,12 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         order.set_epoch(epoch)
         lr = scheduler.get_last_lr()[0]
         net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
-        train = train_epoch(model, train_loader, optimizer, criterion, device, precision,
+        train = train_epoch(model, train_loader, optimizer, criterion, device, precision, epoch=epoch + 1,
                             auxiliary_weight=args.auxiliary_weight, grad_clip=args.grad_clip,
                             desc=f"epoch {epoch + 1}/{args.epochs}", memory_format=fmt)
         scheduler.step()
         broadcast_buffers(net)
+        check_finite_weights(net, epoch + 1)
         test = evaluate(net, test_loader, test_criterion, device, precision, memory_format=fmt)
         scores = {"train_loss": train.loss, "train_top1": train.top1, "test_loss": test.loss,
                   "test_top1": test.top1, "test_top5": test.top5, "lr": lr}
@@ -287,7 +285,7 @@ def save_epoch(args: argparse.Namespace, run_dir: Path, writer: SummaryWriter, e
     """Rank 0's records of one epoch: tensorboard, model_best.pt, checkpoint.pt, results.json."""
     for key, value in scores.items():
         writer.add_scalar(key, value, epoch + 1)
-    if (epoch + 1) % args.report_freq == 0:
+    if args.report_freq and (epoch + 1) % args.report_freq == 0:
         for name, p in net.named_parameters():
             writer.add_histogram(name, p.detach().float().cpu(), epoch + 1)
     meta = {"spec": spec.to_dict(), "dataset": args.dataset, "epoch": epoch + 1, "scores": scores}

@@ -25,7 +25,8 @@ Writes logs/search/search-<save>-<timestamp>/: log.txt, command.txt, args.json, 
 weights/epoch_NNN.npy (the parse weights, (sets, edges, ops)), checkpoint.pt (``--resume``
 continues exactly; resuming a finished run derives the genotype again, e.g. with another
 ``--op_threshold``), and at the end genotypes/<genotype_name>.txt, ready for
-``python cnn/train.py --arch <genotype_name>``.
+``python cnn/train.py --arch <genotype_name>`` (never over a file another run wrote: see
+``check_genotype_name`` and ``unclaimed_genotype_file``).
 
 ``--multi_channel`` searches sharpDARTS's grid of channel widths instead of cells
 (cnn/multichannel.py): ``--init_channels`` rounds down to the narrowest width, ``--layers_in_cells``
@@ -61,9 +62,11 @@ import cli
 from arch_distance import DistanceError, weights_distance
 from architect import CELL_LOSSES, SEP_LOSSES, ArchConfig, Architect, search_iteration
 from checkpoint import resume_arguments, save_checkpoint
-from data import DATASETS, build_datasets, dataset_info, default_workers, make_loader, split_train_valid, with_transform
+from data import (DATASETS, DataError, EmptySplitError, build_datasets, dataset_info, default_workers, make_loader,
+                  split_train_valid, with_transform)
 from derive import PARSE_METHODS
-from distributed import Dist, average_over_ranks, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
+from distributed import (DEFAULT_TIMEOUT_S, Dist, average_over_ranks, broadcast_buffers, broadcast_object,
+                         process_group, sync_batchnorm)
 from genotypes import PRIMITIVE_SETS, GenotypeError, format_genotype, to_architecture, write_genotype_file
 from metrics import RunningSum, correct_topk
 from model_search import WEIGHTINGS, Baseline, SearchError, SearchNetwork, SupernetSpec, load_baseline, make_spec
@@ -72,8 +75,8 @@ from operations import OPS
 from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
 from sampling import EvalShard, SeededSamples, ShardedOrder
-from training import (MEMORY_FORMATS, Precision, evaluate, lr_scheduler, memory_format, progress, resolve_device,
-                      seed_epoch, seed_everything)
+from training import (DIVERGENCE_ADVICE, MEMORY_FORMATS, DivergenceWatch, Precision, check_finite_weights, evaluate,
+                      lr_scheduler, memory_format, progress, resolve_device, seed_epoch, seed_everything)
 
 METHODS = ("darts", "sharp", "ddarts", "dartopti")
 METHOD_HINTS = {
@@ -112,9 +115,12 @@ METRIC_PATIENCE = 4          # stop when the distance stayed within METRIC_TOLER
 METRIC_TOLERANCE = 0.001
 GENOTYPE_MARK = "written by train_search.py"
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "parse_method",
-                      "op_threshold", "genotype_name")
+                      "op_threshold", "genotype_name", "dist_timeout")
+RESUME_REQUIRED = ("spec", "model", "optimizer", "scheduler", "architect", "scaler", "stream", "epoch", "elapsed",
+                   "metrics")
 GENOTYPE_OUTPUT_DIR = GENOTYPES_DIR  # where the derived genotype is written (tests move it)
 OPS_ALIASES = {"OPS": "sharp", "DARTS_OPS": "darts"}   # sharpDARTS's --ops values
+SEARCH_DIVERGENCE_ADVICE = DIVERGENCE_ADVICE.replace("--learning_rate", "--learning_rate or --arch_learning_rate")
 
 
 def _ops_family(value: str) -> str:
@@ -125,42 +131,48 @@ def _ops_family(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Differentiable architecture search (DARTS, sharpDARTS, D-DARTS, DARTOpti).",
-                                allow_abbrev=False, formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description="Differentiable architecture search (DARTS, sharpDARTS, D-DARTS, DARTOpti).",
+                           allow_abbrev=False, formatter_class=cli.HelpFormatter)
     m = "(default: set by --method)"
     p.add_argument("--method", default="auto", choices=("auto", *METHODS),
                    help="search strategy; auto: dartopti with --arch_baseline, ddarts with a D-DARTS flag, "
                         "sharp with a sharpDARTS flag, else darts")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS)
     p.add_argument("--data", default=str(REPO_ROOT / "data"), help="dataset root directory")
-    p.add_argument("--train_portion", type=float, default=0.5,
+    p.add_argument("--train_portion", type=cli.portion, default=0.5,
                    help="part of the training set that trains network weights; the rest drives the architecture")
-    p.add_argument("--batch_size", type=int, default=None, help=f"batch size {m}")
-    p.add_argument("--learning_rate", type=float, default=None, help=f"initial network learning rate {m}")
-    p.add_argument("--learning_rate_min", type=float, default=None, help=f"final network learning rate {m}")
+    p.add_argument("--batch_size", type=cli.positive_int, default=None, help=f"batch size {m}")
+    p.add_argument("--learning_rate", type=cli.non_negative_float, default=None,
+                   help=f"initial network learning rate {m}")
+    p.add_argument("--learning_rate_min", type=cli.non_negative_float, default=None,
+                   help=f"final network learning rate {m}")
     p.add_argument("--lr_schedule", default=None, choices=("cosine", "cosine_power"),
                    help=f"network learning rate schedule: DARTS's cosine annealing or sharpDARTS's cosine power {m}")
-    p.add_argument("--lr_power_annealing_exponent_order", type=float, default=2.0,
+    p.add_argument("--lr_power_annealing_exponent_order", type=cli.positive_float, default=2.0,
                    help="cosine_power: larger decays faster early; 1 is cosine annealing (2 as sharpDARTS's search; "
                         "its train.py and ours default to 10)")
-    p.add_argument("--warmup_epochs", type=int, default=None, help=f"cosine_power: linear warmup epochs {m}")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight_decay", type=float, default=3e-4)
-    p.add_argument("--arch_learning_rate", type=float, default=None, help=f"Adam learning rate of the alphas {m}")
-    p.add_argument("--arch_weight_decay", type=float, default=1e-3)
-    p.add_argument("--grad_clip", type=float, default=5.0, help="network gradient norm clip (0 disables)")
-    p.add_argument("--epochs", type=int, default=50, help="search epochs (DARTOpti adds --pretrain_epochs)")
-    p.add_argument("--pretrain_epochs", type=int, default=None,
+    p.add_argument("--warmup_epochs", type=cli.non_negative_int, default=None,
+                   help=f"cosine_power: linear warmup epochs {m}")
+    p.add_argument("--momentum", type=cli.probability, default=0.9)
+    p.add_argument("--weight_decay", type=cli.non_negative_float, default=3e-4)
+    p.add_argument("--arch_learning_rate", type=cli.non_negative_float, default=None,
+                   help=f"Adam learning rate of the alphas {m}")
+    p.add_argument("--arch_weight_decay", type=cli.non_negative_float, default=1e-3)
+    p.add_argument("--grad_clip", type=cli.non_negative_float, default=5.0,
+                   help="network gradient norm clip (0 disables)")
+    p.add_argument("--epochs", type=cli.positive_int, default=50,
+                   help="search epochs (DARTOpti adds --pretrain_epochs)")
+    p.add_argument("--pretrain_epochs", type=cli.non_negative_int, default=None,
                    help=f"epochs that train network weights only before the alphas move {m}")
-    p.add_argument("--layers", "--layers_of_cells", dest="layers", type=int, default=8,
+    p.add_argument("--layers", "--layers_of_cells", dest="layers", type=cli.positive_int, default=8,
                    help="cells in the supernet (a --arch_baseline sets its own)")
-    p.add_argument("--steps", "--layers_in_cells", dest="steps", type=int, default=4,
+    p.add_argument("--steps", "--layers_in_cells", dest="steps", type=cli.positive_int, default=4,
                    help="intermediate nodes per cell (a --arch_baseline sets its own)")
-    p.add_argument("--multiplier", type=int, default=4, help="nodes concatenated for a cell's output")
-    p.add_argument("--init_channels", type=int, default=None, help=f"initial width C {m}")
+    p.add_argument("--multiplier", type=cli.positive_int, default=4, help="nodes concatenated for a cell's output")
+    p.add_argument("--init_channels", type=cli.positive_int, default=None, help=f"initial width C {m}")
     p.add_argument("--primitives", default=None, choices=sorted(PRIMITIVE_SETS), help=f"op set to search {m}")
     p.add_argument("--ops", type=_ops_family, default=None, help=f"op family: {', '.join(OPS)} {m}")
-    p.add_argument("--mid_channels", type=int, default=32, help="middle width of sharpDARTS choke ops")
+    p.add_argument("--mid_channels", type=cli.positive_int, default=32, help="middle width of sharpDARTS choke ops")
     p.add_argument("--weighting_algorithm", default=None, choices=WEIGHTINGS,
                    help=f"op weighting: softmax (DARTS) = scalar (sharpDARTS), max_w (1 - max(w) + w), sigmoid {m}")
     p.add_argument("--multi_channel", action="store_true",
@@ -169,19 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single_level", action="store_true",
                    help="update alphas and network weights together on the training batch")
     p.add_argument("--sep_loss", default=None, choices=SEP_LOSSES, help=f"zero-one separation loss {m}")
-    p.add_argument("--aux_loss_weight", type=float, default=None, help=f"weight of the separation loss {m}")
+    p.add_argument("--aux_loss_weight", type=cli.non_negative_float, default=None,
+                   help=f"weight of the separation loss {m}")
     p.add_argument("--cell_loss", default=None, choices=CELL_LOSSES, help=f"per-cell ablation loss {m}")
-    p.add_argument("--abl_loss_weight", type=float, default=None, help=f"weight of the ablation loss {m}")
+    p.add_argument("--abl_loss_weight", type=cli.non_negative_float, default=None,
+                   help=f"weight of the ablation loss {m}")
     p.add_argument("--arch_baseline", default=None,
                    help="DARTOpti: start from this hand-made Genotype_opt (ResNet18, ResNet50, Xception or a file)")
     p.add_argument("--no_arch_metric", action="store_true",
                    help="DARTOpti: do not compute the architecture distance to the baseline each epoch")
     p.add_argument("--parse_method", default=None, choices=PARSE_METHODS, help=f"weights -> genotype rule {m}")
-    p.add_argument("--op_threshold", type=float, default=0.85, help="weight an op needs with a threshold parse")
+    p.add_argument("--op_threshold", type=cli.probability, default=0.85,
+                   help="weight an op needs with a threshold parse")
     p.add_argument("--genotype_name", default=None,
-                   help="write genotypes/<name>.txt (default: <save>-<timestamp> of the run folder)")
+                   help="write genotypes/<name>.txt (default: <save>-<timestamp> of the run folder); a name whose "
+                        "file another run wrote is refused, or, if written while this search ran, becomes <name>_2")
     p.add_argument("--cutout", action="store_true")
-    p.add_argument("--cutout_length", type=int, default=16)
+    p.add_argument("--cutout_length", type=cli.positive_int, default=16)
     p.add_argument("--auto_aug", "--autoaugment", dest="auto_aug", action="store_true",
                    help="torchvision AutoAugment policy of the dataset")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 if supported, else fp16)")
@@ -191,15 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "several times faster that way), contiguous on CUDA")
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default 0 for digits, else min(4, cores))")
-    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
+                   help="under torchrun: seconds a process waits for the others in a collective before the run stops")
+    p.add_argument("--workers", type=cli.non_negative_int, default=None,
+                   help="data loader workers (default 0 for digits, else min(4, cores))")
+    p.add_argument("--seed", type=cli.seed, default=2)
     p.add_argument("--save", default="EXP", help="run name; the run folder is logs/search/search-<save>-<timestamp>")
     p.add_argument("--resume", default=None, help="checkpoint.pt (or its run folder) to continue exactly")
-    p.add_argument("--report_freq", type=int, default=50,
-                   help="steps between progress lines in the log (train.py: epochs between weight histograms)")
-    p.add_argument("--max_steps", type=int, default=None,
+    p.add_argument("--report_freq", type=cli.non_negative_int, default=50,
+                   help="steps between progress lines in the log, 0 for none (train.py: epochs between weight "
+                        "histograms)")
+    p.add_argument("--max_steps", type=cli.positive_int, default=None,
                    help="at most this many steps per epoch, in training and in validation (quick trials, tests)")
-    p.add_argument("--stop_epoch", type=int, default=None,
+    p.add_argument("--stop_epoch", type=cli.non_negative_int, default=None,
                    help="stop after this epoch, leaving a checkpoint that --resume continues")
     return p
 
@@ -244,13 +264,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.unrolled and args.single_level:
         raise SearchError("--unrolled and --single_level exclude each other: the second-order step needs "
                           "separate training and search batches")
-    for name in ("batch_size", "epochs"):
-        if getattr(args, name) < 1:
-            raise SearchError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.pretrain_epochs < 0:
-        raise SearchError(f"--pretrain_epochs must be 0 or more, got {args.pretrain_epochs}")
-    if not 0.0 < args.train_portion < 1.0:
-        raise SearchError(f"--train_portion must be strictly between 0 and 1, got {args.train_portion}")
     if args.multi_channel and (method in ("ddarts", "dartopti") or args.sep_loss != "none" or args.cell_loss != "none"):
         raise SearchError("--multi_channel searches one grid with the DARTS or sharpDARTS objective; it does not "
                           "combine with D-DARTS/DARTOpti flags (--sep_loss, --cell_loss, --arch_baseline)")
@@ -313,16 +326,41 @@ def genotype_file(name: str, multi_channel: bool = False) -> Path:
     return (GENOTYPE_OUTPUT_DIR / "multi_channel" if multi_channel else GENOTYPE_OUTPUT_DIR) / f"{name}.txt"
 
 
-def check_writable_genotype(path: Path) -> None:
-    """Never overwrite a genotype or path that a search did not write (a shipped or hand-made one)."""
+def genotype_writer(path: Path) -> str | None:
+    """The run folder named in the `run:` comment of a genotype (or path) file a search wrote; None
+    for any other file (shipped, hand-made, unreadable)."""
+    try:
+        comments = [line.lstrip("#").strip() for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("#")]
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not any(GENOTYPE_MARK in c for c in comments):
+        return None
+    return next((c.removeprefix("run:").split(";")[0].strip() for c in comments if c.startswith("run:")), None)
+
+
+def check_genotype_name(path: Path, run_name: str | None) -> None:
+    """Refuse a genotype name whose file exists, unless the run `run_name` wrote it (a resumed run
+    may write its own genotype again): two searches never silently share a name."""
     if not path.exists():
         return
-    try:
-        comments = [line for line in path.read_text().splitlines() if line.startswith("#")]
-    except (OSError, UnicodeDecodeError):
-        comments = []
-    if not any(GENOTYPE_MARK in c for c in comments):
+    writer = genotype_writer(path)
+    if run_name is not None and writer == run_name:
+        return
+    if writer is None:
         raise SearchError(f"{path} exists and was not written by a search; choose another --genotype_name")
+    raise SearchError(f"{path} exists, written by the search run {writer}; choose another --genotype_name, "
+                      f"or delete that file to replace it")
+
+
+def unclaimed_genotype_file(path: Path, run_name: str) -> Path:
+    """`path`, or, if another run wrote it while this one ran, the first `<name>_<k>` that is free or
+    this run's own (so a finished run derived again rewrites the same file)."""
+    candidate, k = path, 1
+    while candidate.exists() and genotype_writer(candidate) != run_name:
+        k += 1
+        candidate = path.with_name(f"{path.stem}_{k}{path.suffix}")
+    return candidate
 
 
 @dataclass
@@ -394,8 +432,8 @@ def tensorboard_weights(writer, spec: SupernetSpec, probabilities: np.ndarray, e
 
 def main(argv: list[str] | None = None) -> None:
     args, state, run_dir = resume_arguments(parse_args(argv), build_parser().parse_args([]), "search",
-                                            RESUME_OVERRIDABLE)
-    with process_group(resolve_device(args.device)) as (ctx, device):
+                                            RESUME_OVERRIDABLE, RESUME_REQUIRED)
+    with process_group(resolve_device(args.device), args.dist_timeout) as (ctx, device):
         search(args, state, run_dir, ctx, device)
 
 
@@ -411,8 +449,10 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
     num_classes = len(getattr(train_full, "classes", None) or []) or info.num_classes
     try:
         train_half, search_half = split_train_valid(train_full, args.train_portion, args.seed)
-    except ValueError as e:
-        raise SearchError(f"--train_portion: {e}") from None
+    except EmptySplitError as e:
+        raise DataError(f"--train_portion {args.train_portion} leaves a part of the {len(train_full)} training "
+                        f"examples empty: {e.sizes[0]} train the network weights, {e.sizes[1]} the architecture"
+                        ) from None
     # the held-out half scored like the test set (no augmentation)
     valid_half = Subset(with_transform(train_full, test_set.transform), search_half.indices)
 
@@ -443,7 +483,7 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
             start_epoch = total_epochs
     else:
         if args.genotype_name is not None:   # every rank checks (and fails) alike: no rank left waiting
-            check_writable_genotype(genotype_file(args.genotype_name, args.multi_channel))
+            check_genotype_name(genotype_file(args.genotype_name, args.multi_channel), None)
         if ctx.is_main:
             run_dir = create_run_dir("search", f"search-{args.save}")
             if args.genotype_name is None:
@@ -451,7 +491,8 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
                 args.genotype_name = name.replace("-", "_") if args.multi_channel else name
     run_dir, args.genotype_name = broadcast_object((run_dir, args.genotype_name))
     out_path = genotype_file(args.genotype_name, args.multi_channel)
-    check_writable_genotype(out_path)
+    if state is not None and args.genotype_name != state["args"].get("genotype_name"):   # a new name on resume
+        check_genotype_name(out_path, run_dir.name)
     if ctx.is_main:
         record_invocation(run_dir, vars(args), device)
     log = setup_logger(run_dir, "search", enabled=ctx.is_main)
@@ -508,12 +549,13 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
         searching = epoch >= args.pretrain_epochs
         lr = scheduler.get_last_lr()[0]
         train_loss, train_top1, arch_means = search_epoch(
-            args, engine, train_loader, stream, precision, device, searching, log,
+            args, engine, train_loader, stream, precision, device, searching, log, epoch + 1,
             f"epoch {epoch + 1}/{total_epochs}" + ("" if searching else " (pretrain)"))
         scheduler.step()
         if searching:
             architect.end_epoch()
         broadcast_buffers(model)
+        check_finite_weights(model, epoch + 1, SEARCH_DIVERGENCE_ADVICE)
         valid = evaluate(model, valid_loader, nn.CrossEntropyLoss(), device, precision, desc="valid",
                          memory_format=fmt, max_steps=args.max_steps)
         elapsed += time.time() - started
@@ -566,11 +608,14 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
 
 
 def search_epoch(args: argparse.Namespace, engine: Engine, train_loader, stream: SearchStream, precision: Precision,
-                 device: torch.device, searching: bool, log, desc: str) -> tuple[float, float, dict[str, np.ndarray]]:
+                 device: torch.device, searching: bool, log, epoch: int,
+                 desc: str) -> tuple[float, float, dict[str, np.ndarray]]:
     """One pass over the training half (architecture steps too when `searching`): training loss and
-    top-1 %, and the epoch's mean architecture statistics, all over every rank's batches."""
+    top-1 %, and the epoch's mean architecture statistics, all over every rank's batches. A NaN or
+    inf loss (of either step) raises DivergenceError at the next progress line or at the end."""
     model, fmt = engine.model, engine.memory_format
     loss_sum, top1_sum = RunningSum(device), RunningSum(device)
+    watch = DivergenceWatch(device, epoch, SEARCH_DIVERGENCE_ADVICE)
     arch_sums: dict[str, torch.Tensor] = {}
     arch_steps = 0
     bar = progress(train_loader, desc)
@@ -581,6 +626,7 @@ def search_epoch(args: argparse.Namespace, engine: Engine, train_loader, stream:
         logits, loss, stats = search_iteration(model, engine.architect if searching else None, engine.optimizer,
                                                precision, x, y, stream, grad_clip=args.grad_clip,
                                                single_level=args.single_level)
+        watch.observe(loss, *([stats["arch_loss"]] if "arch_loss" in stats else []))
         n = y.shape[0]
         loss_sum.add(loss * n, n)
         top1_sum.add(correct_topk(logits, y, (1,))[0], n)
@@ -590,11 +636,13 @@ def search_epoch(args: argparse.Namespace, engine: Engine, train_loader, stream:
                 value = value.detach().float()
                 arch_sums[key] = arch_sums[key] + value if key in arch_sums else value.clone()
         if args.report_freq and step and step % args.report_freq == 0:
+            watch.check()
             message = f"loss {loss_sum.mean():.4f} top1 {100 * top1_sum.mean():.2f}%"
             if arch_steps:
                 message += f" | arch loss {arch_sums['arch_loss'].item() / arch_steps:.4f}"
             bar.set_postfix_str(message)
             log.info("train %03d %s", step, message)
+    watch.check()
     average_over_ranks(list(arch_sums.values()))
     arch_means = {k: (v / max(arch_steps, 1)).cpu().numpy() for k, v in arch_sums.items()}
     return loss_sum.mean(), 100 * top1_sum.mean(), arch_means
@@ -623,8 +671,13 @@ def report_architecture(args: argparse.Namespace, model: SearchNetwork | MultiCh
 
 def finish(args: argparse.Namespace, model: SearchNetwork | MultiChannelSearchNetwork, run_dir: Path,
            out_path: Path, log) -> None:
-    """Derive the final genotype (or path), check that it builds, write it and print it."""
+    """Derive the final genotype (or path), check that it builds, write it and print it; under
+    another name if another run wrote this one meanwhile."""
     origin = f"{GENOTYPE_MARK}: {args.method} search on {args.dataset}, seed {args.seed}"
+    wanted, out_path = out_path, unclaimed_genotype_file(out_path, run_dir.name)
+    if out_path != wanted:
+        log.warning("%s was written by %s while this search ran, so this search writes %s instead", wanted,
+                    genotype_writer(wanted) or "someone else", out_path)
     if isinstance(model, MultiChannelSearchNetwork):
         path = model.best_path()
         write_path_file(out_path, out_path.stem, path, comments=(origin, f"run: {run_dir.name}; best path"))

@@ -1,4 +1,4 @@
-"""The supervised training loop shared by train.py and the searches: devices, AMP, epochs."""
+"""The supervised training loop shared by train.py and the searches: devices, AMP, epochs, divergence."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cosine_power_annealing import ScheduleFactor, cosine_power_annealing
-from distributed import is_main_process
+from checkpoint import non_finite_entry
+from distributed import is_main_process, min_over_ranks
 from errors import UserError
 from metrics import RunningSum, correct_topk
 from sampling import mix_seed
@@ -93,6 +94,50 @@ class Precision:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
+class DivergenceError(UserError):
+    """Training produced NaN or inf; the message names where and what to change."""
+
+
+DIVERGENCE_ADVICE = "lower --learning_rate, clip gradients with --grad_clip, or run without --amp"
+NO_STEP = torch.iinfo(torch.long).max
+
+
+class DivergenceWatch:
+    """Finds the first step of an epoch whose loss is NaN or inf without a host sync per step: the
+    step's index stays on the device (torch.where) and is read only by `check`, at report points
+    and at the end of the epoch, before anything is saved. Under torchrun every rank must call
+    `check` at the same points (it takes the minimum over the ranks)."""
+
+    def __init__(self, device: torch.device, epoch: int, advice: str = DIVERGENCE_ADVICE):
+        self.epoch, self.advice = epoch, advice
+        self.steps = torch.zeros((), dtype=torch.long, device=device)
+        self.first_bad = torch.full((), NO_STEP, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), device=device)
+
+    def observe(self, *losses: torch.Tensor) -> None:
+        """The losses of one step (their sum is NaN or inf if one of them is)."""
+        total = sum(loss.detach().float() for loss in losses)
+        new = ~total.isfinite() & (self.first_bad == NO_STEP)
+        self.first_bad = torch.where(new, self.steps, self.first_bad)
+        self.bad_value = torch.where(new, total, self.bad_value)
+        self.steps += 1
+
+    def check(self) -> None:
+        first = int(min_over_ranks(self.first_bad))
+        if first != NO_STEP:
+            value = float(self.bad_value) if int(self.first_bad) == first else "NaN or inf on another rank"
+            raise DivergenceError(f"training diverged at epoch {self.epoch}, step {first + 1}: the loss became "
+                                  f"{value}; {self.advice} (nothing of this epoch was saved)")
+
+
+def check_finite_weights(model: nn.Module, epoch: int, advice: str = DIVERGENCE_ADVICE) -> None:
+    """Before a checkpoint: every parameter and buffer finite (identical on every rank, so every rank decides alike)."""
+    bad = non_finite_entry(model.state_dict())
+    if bad is not None:
+        raise DivergenceError(f"training diverged in epoch {epoch}: {bad} is no longer finite (NaN or inf); "
+                              f"{advice} (nothing of this epoch was saved)")
+
+
 @dataclass
 class EpochResult:
     loss: float
@@ -101,16 +146,18 @@ class EpochResult:
 
 
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                device: torch.device, precision: Precision, *, auxiliary_weight: float = 0.0,
+                device: torch.device, precision: Precision, *, epoch: int, auxiliary_weight: float = 0.0,
                 grad_clip: float = 0.0, desc: str = "train",
                 memory_format: torch.memory_format = torch.contiguous_format) -> EpochResult:
-    """One pass over `loader`; metrics stay on the device until the end of the epoch.
+    """One pass over `loader` (epoch number `epoch`, from 1); metrics stay on the device until the end
+    of the epoch, when a NaN or inf loss raises DivergenceError.
 
     `model` may be wrapped in DistributedDataParallel: its gradients arrive averaged over the
     ranks before they are clipped, so every rank takes the same step.
     """
     model.train()
     loss_sum, top1_sum, top5_sum = RunningSum(device), RunningSum(device), RunningSum(device)
+    watch = DivergenceWatch(device, epoch)
     for x, y in progress(loader, desc):
         x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
@@ -125,11 +172,13 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         precision.scaler.step(optimizer)
         precision.scaler.update()
+        watch.observe(loss)
         n = y.shape[0]
         top1, top5 = correct_topk(logits.detach(), y)
         loss_sum.add(loss.detach() * n, n)
         top1_sum.add(top1, n)
         top5_sum.add(top5, n)
+    watch.check()
     return EpochResult(loss_sum.mean(), 100 * top1_sum.mean(), 100 * top5_sum.mean())
 
 

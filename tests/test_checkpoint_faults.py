@@ -1,0 +1,74 @@
+"""Checkpoints under faults: a full disk, NaN weights, hand-made and malicious files."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from checkpoint import CheckpointError, save_checkpoint
+from scripts import assert_one_sentence_error, run_script
+from test_bad_input import one_sentence
+
+TINY = ["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--batch_size", "256", "--workers", "0"]
+
+
+def test_a_full_disk_is_one_sentence_and_the_old_checkpoints_stay(tmp_path, monkeypatch):
+    monkeypatch.setenv("DARTS_LOGS_DIR", str(tmp_path / "logs"))
+    # --report_freq 0 (no weight histograms) once crashed after the first epoch
+    assert run_script("cnn/train.py", *TINY, "--epochs", "3", "--stop_epoch", "1", "--report_freq", "0").returncode == 0
+    run = next((tmp_path / "logs" / "eval").iterdir())
+    before = {p.name: p.read_bytes() for p in run.glob("*.pt")}
+    limit = min(len(data) for data in before.values()) // 2      # as a full disk: the write of either fails
+    done = run_script("tests/patched_script.py", "--file_size_limit", str(limit), "--", "cnn/train.py",
+                      "--resume", str(run))
+    assert_one_sentence_error(done, f"writing {run}", "failed (File too large)", "MiB free on its disk",
+                              "is unchanged")
+    assert {p.name: p.read_bytes() for p in run.glob("*.pt")} == before
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_checkpoints_get_the_permissions_of_other_files(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        save_checkpoint({"w": torch.ones(2)}, tmp_path / "a.pt")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_non_finite_state_is_never_written(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}}, path)
+    good = path.read_bytes()
+    with pytest.raises(CheckpointError, match=r"entry optimizer\.state\.0\.momentum_buffer is not finite"):
+        save_checkpoint({"model": {"w": torch.ones(2)},
+                         "optimizer": {"state": {0: {"momentum_buffer": torch.tensor([1.0, float("nan")])}}}}, path)
+    with pytest.raises(CheckpointError, match=r"entry scores\.test_loss is not finite"):
+        save_checkpoint({"model": {"w": torch.ones(2)}, "scores": {"test_loss": float("inf")}}, path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+def test_a_malicious_checkpoint_is_refused_with_the_real_reason(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "extra": Payload()}, path)
+    message = one_sentence(capsys, "evaluate_model", "--model_path", str(path), "--no_accuracy")
+    assert "posix.system" in message and "weights_only" not in message
+    torch.save({"model": {"w": torch.zeros(1)}, "hook": Path("x")}, path)
+    message = one_sentence(capsys, "evaluate_model", "--model_path", str(path), "--no_accuracy")
+    assert "Unsupported global: GLOBAL pathlib.PosixPath" in message and "weights_only" not in message
+
+
+def test_hand_made_checkpoints_are_one_sentence(tmp_path, capsys):
+    path = tmp_path / "hand.pt"
+    torch.save({"kind": "train", "model": {"w": torch.zeros(1)}}, path)
+    assert f"{path} lacks args" in one_sentence(capsys, "train", "--resume", str(path))
+    torch.save({"kind": "search", "args": {}, "model": {}}, path)
+    assert "lacks spec, optimizer" in one_sentence(capsys, "train_search", "--resume", str(path))
+    torch.save({"model": {"w": torch.zeros(1)}, "spec": {"genotype": "x"}}, path)
+    message = one_sentence(capsys, "evaluate_model", "--model_path", str(path), "--no_accuracy")
+    assert "holds a 'spec' this version cannot read (KeyError: 'arch_name')" in message

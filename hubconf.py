@@ -14,20 +14,21 @@ from pathlib import Path as _Path
 dependencies = ["torch", "torchvision", "numpy"]
 
 _REPO = _Path(__file__).resolve().parent
-_CNN = _REPO / "cnn"
+_FOLDERS = [str(_REPO / "cnn"), str(_REPO / "core")]
 
 
 def _import_cnn(*names: str) -> list:
-    """The flat cnn/ modules, imported by the names the scripts use, with cnn/ on sys.path only
-    meanwhile; modules of the same names imported before (a caller's own `model`, say) are put
-    back afterwards, and ours leave sys.modules (they keep references to each other)."""
-    flat = {path.stem for path in _CNN.glob("*.py")}
+    """The flat cnn/ and core/ modules, imported by the names the scripts use, with those folders on
+    sys.path only meanwhile; modules of the same names imported before (a caller's own `model`, say)
+    are put back afterwards, and ours leave sys.modules (they keep references to each other)."""
+    flat = {path.stem for folder in _FOLDERS for path in _Path(folder).glob("*.py")}
     saved = {name: _sys.modules.pop(name) for name in flat if name in _sys.modules}
-    _sys.path.insert(0, str(_CNN))
+    _sys.path[0:0] = _FOLDERS
     try:
         return [_importlib.import_module(name) for name in names]
     finally:
-        _sys.path.remove(str(_CNN))
+        for folder in _FOLDERS:
+            _sys.path.remove(folder)
         for name in flat:
             _sys.modules.pop(name, None)
         _sys.modules.update(saved)

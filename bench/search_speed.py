@@ -38,6 +38,7 @@ from pathlib import Path
 
 CNN_DIR = Path(__file__).resolve().parent.parent / "cnn"
 sys.path.insert(0, str(CNN_DIR))
+import core_path  # noqa: E402,F401
 
 # Command-line flags of train_search.py that select each strategy.
 STRATEGIES = {
@@ -78,7 +79,7 @@ def measure(args: argparse.Namespace, name: str) -> dict:
 
     import train_search
     from architect import search_iteration
-    from training import Precision, resolve_device
+    from runtime import Precision, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,7 +149,7 @@ def main(argv=None) -> None:
         print(json.dumps(measure(args, args.one)))
         return
     import torch
-    from training import resolve_device
+    from runtime import resolve_device
 
     device = resolve_device(args.device)
     report = {

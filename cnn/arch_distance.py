@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from derive import DeriveError, edge_count, parse_cell
 from errors import UserError

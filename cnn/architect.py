@@ -65,7 +65,7 @@ from torch.func import functional_call
 
 from distributed import average_over_ranks
 from model_search import SearchError, SearchNetwork, Supernet, op_probabilities
-from training import Precision
+from runtime import Precision
 
 SEP_LOSSES = ("none", "l2", "l1")
 CELL_LOSSES = ("none", "ablation_loss")

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from errors import UserError
 

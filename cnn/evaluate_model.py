@@ -12,6 +12,7 @@ import argparse
 
 import torch.nn as nn
 
+import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict
 from data import DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers, make_loader
@@ -20,7 +21,8 @@ from model import ModelSpec, load_model_weights
 from multichannel import PathSpec
 from operations import OPS
 from paths import REPO_ROOT
-from training import Precision, evaluate, resolve_device
+from runtime import Precision, resolve_device
+from training import evaluate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

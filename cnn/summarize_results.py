@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from errors import UserError
 

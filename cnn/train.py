@@ -8,7 +8,7 @@
 Writes logs/eval/<save>-<timestamp>/: log.txt, command.txt, args.json, tensorboard/,
 checkpoint.pt (resumable with --resume), model_best.pt and results.json.
 
-Under torchrun (see cnn/distributed.py) the model is wrapped in DistributedDataParallel,
+Under torchrun (see core/distributed.py) the model is wrapped in DistributedDataParallel,
 --batch_size is the global batch split over the processes, the learning rate is the one given,
 every rank scores its share of the test set and rank 0 alone writes the run folder.
 """
@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from torch.utils.tensorboard import SummaryWriter
 
+import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
 from data import (DATASETS, DataError, EmptySplitError, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info,
@@ -37,8 +38,8 @@ from operations import OPS
 from paths import REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
 from sampling import EvalShard, SeededSamples, ShardedOrder
-from training import (LR_SCHEDULES, MEMORY_FORMATS, Precision, check_finite_weights, evaluate, lr_scheduler,
-                      memory_format, resolve_device, seed_epoch, seed_everything, train_epoch)
+from runtime import Precision, check_finite_weights, resolve_device, seed_epoch, seed_everything
+from training import LR_SCHEDULES, MEMORY_FORMATS, evaluate, lr_scheduler, memory_format, train_epoch
 
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "dist_timeout")
 RESUME_REQUIRED = ("model", "optimizer", "scheduler", "scaler", "epoch", "best", "elapsed")

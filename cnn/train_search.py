@@ -34,7 +34,7 @@ gives the number of widths (doubling), ``--layers_of_cells`` / 2 the number of l
 path is written to genotypes/multi_channel/<genotype_name>.txt for
 ``python cnn/train.py --multi_channel --arch <genotype_name>``.
 
-Under ``torchrun --nproc_per_node=N`` (cnn/distributed.py) ``--batch_size`` is the global batch;
+Under ``torchrun --nproc_per_node=N`` (core/distributed.py) ``--batch_size`` is the global batch;
 network and architecture gradients are averaged over the processes, so the architecture weights
 stay identical everywhere, and rank 0 alone writes the run folder and the genotype.
 
@@ -58,6 +58,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 from torch.utils.tensorboard import SummaryWriter
 
+import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from arch_distance import DistanceError, weights_distance
 from architect import CELL_LOSSES, SEP_LOSSES, ArchConfig, Architect, search_iteration
@@ -75,8 +76,9 @@ from operations import OPS
 from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
 from sampling import EvalShard, SeededSamples, ShardedOrder
-from training import (DIVERGENCE_ADVICE, MEMORY_FORMATS, DivergenceWatch, Precision, check_finite_weights, evaluate,
-                      lr_scheduler, memory_format, progress, resolve_device, seed_epoch, seed_everything)
+from runtime import (DIVERGENCE_ADVICE, DivergenceWatch, Precision, check_finite_weights, progress, resolve_device,
+                     seed_epoch, seed_everything)
+from training import MEMORY_FORMATS, evaluate, lr_scheduler, memory_format
 
 METHODS = ("darts", "sharp", "ddarts", "dartopti")
 METHOD_HINTS = {

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import graphviz
 
+import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from errors import UserError
 from genotypes import Architecture, CellGenes, load_architecture

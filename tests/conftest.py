@@ -1,4 +1,4 @@
-"""Make the flat `cnn/` modules importable the way the scripts import them."""
+"""Make the flat `cnn/` and `core/` modules importable the way the scripts import them."""
 import sys
 from pathlib import Path
 
@@ -8,6 +8,7 @@ import torch
 CNN_DIR = Path(__file__).resolve().parent.parent / "cnn"
 if str(CNN_DIR) not in sys.path:
     sys.path.insert(0, str(CNN_DIR))
+import core_path  # noqa: E402,F401  (core/ after cnn/)
 
 
 @pytest.fixture

@@ -14,10 +14,12 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cnn"))
 
+import core_path  # noqa: E402,F401
+
 import train_search  # noqa: E402
 from checkpoint import resume_arguments  # noqa: E402
 from distributed import GlobalBatchNorm2d, process_group  # noqa: E402
-from training import resolve_device  # noqa: E402
+from runtime import resolve_device  # noqa: E402
 
 
 def batchnorm(out: Path) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cnn"))
 
+import core_path  # noqa: E402,F401
+
 import cli  # noqa: E402
 
 

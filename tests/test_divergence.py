@@ -8,7 +8,7 @@ import torch
 
 import run_dir
 from scripts import assert_one_sentence_error, run_script
-from training import DivergenceError, DivergenceWatch
+from runtime import DivergenceError, DivergenceWatch
 
 TINY = ["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--batch_size", "256", "--workers", "0"]
 

@@ -302,7 +302,7 @@ def test_format_writes_repr_style_values():
 def test_module_does_not_import_torch():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import genotypes; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
-    subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "cnn")], check=True)
+    subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "core")], check=True)
 
 
 # ------------------------------------------------------------------------------ conversion

@@ -13,7 +13,8 @@ from data import build_datasets, make_loader
 from metrics import count_parameters
 from paths import BEST_MODELS_DIR
 from scripts import REPO
-from training import Precision, evaluate
+from runtime import Precision
+from training import evaluate
 
 MANIFESTS = sorted(BEST_MODELS_DIR.glob("*.json"))
 

@@ -12,7 +12,7 @@ from multichannel import (CHANNELS, PATH_OPS, PATHS_DIR, ChannelPath, MultiChann
                           PathNetwork, PathStep, list_paths, load_path, path_from_raw_weights, read_path_file,
                           write_path_file)
 from paths import REPO_ROOT
-from training import Precision
+from runtime import Precision
 
 REFERENCE_FILE = REPO_ROOT.parent / "shared" / "reference" / "sharpdarts_multichannel_paths.txt"
 SHIPPED = ["MULTI_CHANNEL_GREEDY_MAX_W_BOTTOM_UP", "MULTI_CHANNEL_GREEDY_MAX_W_TOP_DOWN",

@@ -20,7 +20,7 @@ from genotypes import PRIMITIVE_SETS, format_genotype, load_architecture, read_g
 from model import NetworkCIFAR
 from model_search import SearchError, SearchNetwork, load_baseline, make_spec, op_coefficients
 from operations import OPS
-from training import Precision
+from runtime import Precision
 
 CPU = Precision(torch.device("cpu"), False)
 

@@ -1,0 +1,10 @@
+"""Puts core/ (the engine cnn/ and rnn/ share) on the import path, after this folder.
+
+Every script here imports it before anything else, so the shared modules keep their flat names
+(`import checkpoint`) whether a script runs as `python cnn/train.py` or `cd cnn && python train.py`."""
+import sys
+from pathlib import Path
+
+CORE_DIR = str(Path(__file__).resolve().parent.parent / "core")
+if CORE_DIR not in sys.path:
+    sys.path.insert(1, CORE_DIR)

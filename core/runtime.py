@@ -1,0 +1,112 @@
+"""What every training loop of both domains needs around its steps: the device, mixed precision,
+seeds, progress bars, and the divergence checks that keep NaN and inf out of checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from checkpoint import non_finite_entry
+from distributed import is_main_process, min_over_ranks
+from errors import UserError
+from sampling import mix_seed
+
+
+class DeviceError(UserError):
+    """A --device that this machine does not have."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name} was asked for, but PyTorch sees no CUDA device; use --device cpu or auto")
+    return device
+
+
+def progress(iterable, desc: str) -> tqdm:
+    """A progress bar on a terminal, on rank 0 only."""
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None if is_main_process() else True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed the model's random draws (drop path) of one epoch from (seed, epoch, rank), so a resumed
+    run repeats them exactly; the data order and augmentation are seeded by ``sampling``."""
+    torch.manual_seed(mix_seed(seed, epoch, rank))
+
+
+@dataclass
+class Precision:
+    """Mixed precision: bf16 where the GPU supports it, fp16 with dynamic loss scaling otherwise."""
+    device: torch.device
+    enabled: bool
+
+    def __post_init__(self) -> None:
+        self.enabled = self.enabled and self.device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+class DivergenceError(UserError):
+    """Training produced NaN or inf; the message names where and what to change."""
+
+
+DIVERGENCE_ADVICE = "lower --learning_rate, clip gradients with --grad_clip, or run without --amp"
+NO_STEP = torch.iinfo(torch.long).max
+
+
+class DivergenceWatch:
+    """Finds the first step of an epoch whose loss is NaN or inf without a host sync per step: the
+    step's index stays on the device (torch.where) and is read only by `check`, at report points
+    and at the end of the epoch, before anything is saved. Under torchrun every rank must call
+    `check` at the same points (it takes the minimum over the ranks)."""
+
+    def __init__(self, device: torch.device, epoch: int, advice: str = DIVERGENCE_ADVICE):
+        self.epoch, self.advice = epoch, advice
+        self.steps = torch.zeros((), dtype=torch.long, device=device)
+        self.first_bad = torch.full((), NO_STEP, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), device=device)
+
+    def observe(self, *losses: torch.Tensor) -> None:
+        """The losses of one step (their sum is NaN or inf if one of them is)."""
+        total = sum(loss.detach().float() for loss in losses)
+        new = ~total.isfinite() & (self.first_bad == NO_STEP)
+        self.first_bad = torch.where(new, self.steps, self.first_bad)
+        self.bad_value = torch.where(new, total, self.bad_value)
+        self.steps += 1
+
+    def check(self) -> None:
+        first = int(min_over_ranks(self.first_bad))
+        if first != NO_STEP:
+            value = float(self.bad_value) if int(self.first_bad) == first else "NaN or inf on another rank"
+            raise DivergenceError(f"training diverged at epoch {self.epoch}, step {first + 1}: the loss became "
+                                  f"{value}; {self.advice} (nothing of this epoch was saved)")
+
+
+def check_finite_weights(model: nn.Module, epoch: int, advice: str = DIVERGENCE_ADVICE) -> None:
+    """Before a checkpoint: every parameter and buffer finite (identical on every rank, so every rank decides alike)."""
+    bad = non_finite_entry(model.state_dict())
+    if bad is not None:
+        raise DivergenceError(f"training diverged in epoch {epoch}: {bad} is no longer finite (NaN or inf); "
+                              f"{advice} (nothing of this epoch was saved)")

@@ -15,8 +15,8 @@ search networks; stride 1 and 2, odd and even sizes, 4 to 64 channels, in the me
     python tests/kernel_probe.py --wide --memory_format both --repeats 3
     python tests/kernel_probe.py --list --only 'factorized_reduce*'
 
-glibc's heap checks (MALLOC_CHECK_=3 with libc_malloc_debug, MALLOC_PERTURB_) make corruption
-fail sooner; the probe re-runs itself with them set. Exit status 0: every case passed; 1 otherwise,
+glibc's heap checks (MALLOC_PERTURB_, and MALLOC_CHECK_=3 where libc_malloc_debug is installed)
+make corruption fail sooner; the probe starts itself again with them set. Exit status 0: every case passed; 1 otherwise,
 with one line per failing case.
 """
 from __future__ import annotations
@@ -37,8 +37,7 @@ from typing import Callable, Iterator
 CNN_DIR = Path(__file__).resolve().parent.parent / "cnn"
 sys.path.insert(0, str(CNN_DIR))
 
-MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
-HEAP_CHECKS = {"MALLOC_CHECK_": "3", "MALLOC_PERTURB_": "165"}
+MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")     # glibc >= 2.34 needs it for MALLOC_CHECK_
 # Relative error allowed to float32 against float64. Where a ReLU or max pool meets an input within
 # rounding of its kink, float32 and float64 take different branches; in deep networks trained on a
 # batch of two that moves gradients by up to ~4% (a float64 run whose inputs are perturbed by 1e-7
@@ -300,8 +299,10 @@ def _warm_up() -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if MALLOC_DEBUG.exists() and os.environ.get("MALLOC_CHECK_") != HEAP_CHECKS["MALLOC_CHECK_"]:
-        env = {**os.environ, **HEAP_CHECKS, "LD_PRELOAD": str(MALLOC_DEBUG)}
+    if "MALLOC_PERTURB_" not in os.environ:       # glibc reads these at start-up: start again with them
+        env = {**os.environ, "MALLOC_PERTURB_": "165"}
+        if MALLOC_DEBUG.exists():
+            env.update(MALLOC_CHECK_="3", LD_PRELOAD=str(MALLOC_DEBUG))
         os.execve(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], env)
     import torch
     torch.set_num_threads(args.threads)

@@ -46,7 +46,10 @@ def run_script(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | 
                                        "env": full_env, "stdout": str(out), "stderr": str(err),
                                        "timeout": timeout}) + "\n")
         server.stdin.flush()
-        returncode = json.loads(server.stdout.readline())["returncode"]
+        reply = server.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"tests/script_server.py stopped (exit status {server.wait()}) while running {script}")
+        returncode = json.loads(reply)["returncode"]
         stdout, stderr = (f.read_text(encoding="utf-8", errors="replace") if f.exists() else "" for f in (out, err))
     if returncode == "timeout":
         raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(description="Differentiable architecture search: every method of cnn/strategies/.",
                            allow_abbrev=False, formatter_class=cli.HelpFormatter)
     m = "(default: set by --method)"
-    p.add_argument("--method", default="auto", choices=("auto", *STRATEGIES),
+    p.add_argument("--method", default="auto", choices=("auto", *sorted(STRATEGIES)),
                    help="search strategy (README: Search methods); auto: dartopti with --arch_baseline, ddarts with a "
                         "D-DARTS flag, sharp with a sharpDARTS flag, else darts")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS)

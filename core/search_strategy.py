@@ -1,5 +1,6 @@
 """Search strategies as objects, the part both domains share: the registry, the typed settings, the
-flags a strategy owns, and the hooks the search loop calls.
+flags a strategy owns, and the hooks the search loop calls; and search options, procedures that
+combine with any strategy (``SearchOption``: early-stopping rules, a selection after training).
 
 A strategy is one class registered under its ``--method`` name. It declares
 

@@ -14,12 +14,15 @@ import cli
 import paths
 import run_dir
 import train_search
-from genotypes import PRIMITIVE_SETS, darts_record, nested_record, RangeLiteral
-from model_search import CellResult, SearchNetwork, make_spec, parameter_free
+from architect import ArchConfig, Architect, ArchTerms
+from genotypes import PRIMITIVE_SETS, RangeLiteral, darts_record, nested_record
+from model_search import CellResult, EdgeWeights, SearchNetwork, make_spec, parameter_free
 from runtime import Precision
 from search_run import EpochRecord, StopRule
 from search_strategy import Flag, SearchOption
 from strategies import OPTIONS, STRATEGIES
+from strategies.base import CellSearchConfig
+from strategies.darts import Darts
 from test_search import search
 from weight_report import WeightTable, colour, heatmap_png
 
@@ -199,3 +202,125 @@ def test_an_option_adds_a_stop_rule_and_a_selection_to_any_method(tmp_path, monk
     assert "the test rule fired: search stopped early" in (run / "log.txt").read_text()
     assert all(0 <= a <= 100 for a in calls["accuracies"]) and calls["tuned"]
     assert (tmp_path / "genotypes" / "probed.txt").exists()
+
+
+# ---------------------------------------------------------------------------------- hooks of the supernet and architect
+
+def test_a_forward_can_run_exactly_one_op_per_edge_and_still_train_the_alphas():
+    # GDAS's contract: hard one-hot coefficients (straight-through) and the index of the op to run
+    torch.manual_seed(0)
+    net = SearchNetwork(make_spec(10, 4, 3, 2, 2, PRIMITIVE_SETS["DARTS"], "softmax", "shared"))
+    calls = []
+    for cell in net.cells:
+        for edge in cell._ops:
+            for k, op in enumerate(edge._ops):
+                op.register_forward_hook(lambda m, i, o, k=k, edge=edge: calls.append((id(edge), k)))
+    sampled = []
+    for a in net.alphas:
+        soft = torch.softmax(a, dim=-1)
+        index = torch.tensor([1 + e % 7 for e in range(a.shape[0])])    # never 'none', which is not an op call
+        hard = torch.nn.functional.one_hot(index, a.shape[1]).float()
+        sampled.append(EdgeWeights(hard - soft.detach() + soft, active=tuple(index.tolist())))
+    net(torch.randn(2, 3, 8, 8), coefficients=sampled).sum().backward()
+    edges = [id(edge) for cell in net.cells for edge in cell._ops]
+    assert sorted(e for e, _ in calls) == sorted(edges)           # one op call per edge, no more
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.alphas)
+
+
+def test_given_coefficients_replace_the_weighting_for_one_forward():
+    # SDARTS (perturbed weights for the network step) and DARTS-PT (projected weights) pass their own
+    torch.manual_seed(0)
+    net = SearchNetwork(make_spec(10, 4, 3, 2, 2, PRIMITIVE_SETS["DARTS"], "softmax", "shared")).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x, coefficients=net.coefficients()))
+        other = [EdgeWeights(torch.rand_like(w.ops)) for w in net.coefficients()]
+        assert not torch.allclose(net(x), net(x, coefficients=other))
+
+
+def test_a_penalty_adds_its_gradient_to_the_architecture_step_in_first_and_second_order():
+    # beta-DARTS, DrNAS: a term of the architecture loss that depends on the architecture parameters only
+    torch.manual_seed(0)
+    net = SearchNetwork(make_spec(10, 4, 2, 2, 2, PRIMITIVE_SETS["DARTS"], "softmax", "shared")).double()
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
+    penalty = lambda m: 0.5 * sum(torch.logsumexp(a, dim=-1).mean() for a in m.alphas)  # noqa: E731
+    plain = Architect(net, ArchConfig(), CPU)
+    with_penalty = Architect(net, ArchConfig(), CPU, terms=lambda m, loss, evaluate: ArchTerms(penalty=penalty(m)))
+    for first_order in (True, False):
+        if first_order:
+            (a, _, _), (b, _, _) = plain.objective_gradients((x, y)), with_penalty.objective_gradients((x, y))
+        else:
+            opt = torch.optim.SGD(net.weight_parameters(), 0.1, momentum=0.9)
+            (a, _), (b, _) = (arch.unrolled_gradients((x, y), (x, y), opt) for arch in (plain, with_penalty))
+        expected = torch.autograd.grad(penalty(net), net.arch_parameters())
+        for ga, gb, gp in zip(a, b, expected):
+            torch.testing.assert_close(gb - ga, gp)
+
+
+@dataclass(frozen=True)
+class ProbeStrategyConfig(CellSearchConfig):
+    probe_weight: float = 0.0
+
+
+class ProbeStrategy(Darts):
+    """Every hook a method overrides, each leaving a trace: a schedule, a penalty, its own network
+    loss, and two results."""
+    name, config_type = "probe", ProbeStrategyConfig
+    DEFAULTS = {**Darts.DEFAULTS, "probe_weight": 0.25}
+    FLAGS = (Flag("--probe_weight", {"type": float}),)
+    network_steps = 0
+
+    def begin_epoch(self, epoch):
+        self.temperature = 10.0 - epoch
+        return {"temperature": self.temperature}
+
+    def arch_terms(self, model, loss, evaluate):
+        penalty = self.config.probe_weight * self.temperature * sum(a.square().sum() for a in model.alphas)
+        return ArchTerms(penalty=penalty, stats={"probe_penalty": penalty.detach()})
+
+    def network_loss(self, model, batch):
+        ProbeStrategy.network_steps += 1
+        return super().network_loss(model, batch)
+
+    def results(self, model):
+        return {"": self.derive(model), "_second": self.derive(model)}
+
+
+def test_a_strategys_hooks_run_in_the_one_search_loop(tmp_path, monkeypatch):
+    monkeypatch.setitem(STRATEGIES, "probe", ProbeStrategy)
+    monkeypatch.setattr(run_dir, "LOGS_DIR", tmp_path / "logs")
+    monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", tmp_path / "genotypes")
+    train_search.main(["--method", "probe", "--dataset", "digits", *TINY, "--batch_size", "16", "--epochs", "2",
+                       "--max_steps", "2", "--report_freq", "0", "--device", "cpu", "--genotype_name", "probed"])
+    run = next((tmp_path / "logs" / "search").iterdir())
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("schedule/temperature")] == [10.0, 9.0]
+    penalties = [e.value for e in events.Scalars("probe_penalty")]
+    assert len(penalties) == 2 and all(p > 0 for p in penalties)
+    assert ProbeStrategy.network_steps == 4
+    assert "epoch 2/2 lr" in (run / "log.txt").read_text() and "| temperature 9" in (run / "log.txt").read_text()
+    assert sorted(p.name for p in (tmp_path / "genotypes").iterdir()) == ["probed.txt", "probed_second.txt"]
+    with pytest.raises(SystemExit):
+        cli.run(lambda: train_search.main(["--method", "darts", "--probe_weight", "1"]))
+
+
+class NoTraining(Darts):
+    """A method without supernet training (random search): no epoch runs, its results are written."""
+    name = "no_training"
+    total_epochs = 0
+
+    def results(self, model):
+        return {f"_{i}": self.derive(model) for i in range(3)}
+
+
+def test_a_method_without_supernet_training_writes_its_results(tmp_path, monkeypatch):
+    monkeypatch.setitem(STRATEGIES, "no_training", NoTraining)
+    monkeypatch.setattr(run_dir, "LOGS_DIR", tmp_path / "logs")
+    monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", tmp_path / "genotypes")
+    train_search.main(["--method", "no_training", "--dataset", "digits", *TINY, "--device", "cpu",
+                       "--genotype_name", "sampled"])
+    assert sorted(p.name for p in (tmp_path / "genotypes").iterdir()) == ["sampled_0.txt", "sampled_1.txt",
+                                                                          "sampled_2.txt"]
+    run = next((tmp_path / "logs" / "search").iterdir())
+    assert not (run / "checkpoint.pt").exists() and "epoch 1/" not in (run / "log.txt").read_text()

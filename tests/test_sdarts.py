@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import cli
+import train_search
 from strategies.sdarts import clip_weights, perturbed
 from test_strategies import snapshot, tiny_engine
 
@@ -78,3 +80,10 @@ def test_the_adversarial_perturbation_increases_the_loss():
         noise = F.cross_entropy(model(x, coefficients=perturbed(clean, [torch.empty_like(w).uniform_(-0.3, 0.3)
                                                                         for w in clean])), y)
     assert after > before and after > noise
+
+
+def test_sdarts_refuses_a_single_level_search(capsys):
+    with pytest.raises(SystemExit):
+        cli.run(lambda: train_search.main(["--method", "sdarts_rs", "--single_level"]))
+    assert capsys.readouterr().err.strip() == ("error: --method sdarts_rs perturbs the network step of a bi-level "
+                                               "search; it does not combine with --single_level")

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 import cli
 from architect import classification_objective
-from model_search import EdgeWeights
+from model_search import EdgeWeights, SearchError
 from search_strategy import Flag
 from strategies import STRATEGIES
 from strategies.base import DARTS_DEFAULTS, CellSearchConfig, CellStrategy
@@ -70,6 +70,12 @@ class SmoothedDarts(CellStrategy):
                                         "epoch from 0.03 (default 0.3)"}),)
     config: SDartsConfig
     current_epsilon = EPSILON_START
+
+    def check(self) -> None:
+        super().check()
+        if self.config.single_level:
+            raise SearchError(f"--method {self.config.method} perturbs the network step of a bi-level search; it "
+                              f"does not combine with --single_level")
 
     def begin_epoch(self, epoch: int) -> dict[str, float]:
         self.current_epsilon = EPSILON_START + (self.config.epsilon - EPSILON_START) * self.progress(epoch)

@@ -4,7 +4,7 @@ Dirichlet prior.
 
 Concentrations ``beta = elu(alpha) + 1`` (positive, 1 at alpha = 0). Each training forward draws
 the op weights of every edge from ``Dirichlet(beta)`` with the reparameterized sampler of
-``torch.distributions`` (pathwise gradients through the Gamma draws), so the architecture step
+``torch.distributions`` (implicit reparameterization of the Gamma draws), so the architecture step
 optimizes the expected loss over the distribution, whose exploration keeps the search away from
 sharp regions. In eval mode (the validation score, DARTS-PT's scoring) the supernet uses the
 Dirichlet mean ``beta / sum(beta)``, which is also what the genotype is parsed from (DARTS's

@@ -7,7 +7,7 @@ import torch
 
 import train_search
 from genotypes import PRIMITIVE_SETS, RangeLiteral, darts_record
-from model_search import CellResult, SearchNetwork, make_spec
+from model_search import CellResult, SearchError, SearchNetwork, make_spec
 from search_run import EpochRecord
 from strategies.dartsplus import DartsPlusRule
 from test_search import search
@@ -89,3 +89,9 @@ def test_a_digits_search_stops_early_and_says_so(tmp_path, monkeypatch):
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 3 and state["stopped_early"] == reason
     assert (tmp_path / "genotypes" / "stopped.txt").exists()
+
+
+def test_early_stop_needs_a_method_that_trains_architecture_weights():
+    with pytest.raises(SearchError, match="--early_stop needs the architecture weights of a cell supernet, and "
+                                          "--method random trains none"):
+        train_search.parse_args(["--method", "random", "--early_stop"])

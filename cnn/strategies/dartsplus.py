@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 import cli
-from model_search import SearchError, parameter_free
+from model_search import parameter_free
 from search_run import EpochRecord, StopRule
-from search_strategy import Flag, SearchOption
+from search_strategy import Flag
 from strategies import OPTIONS
+from strategies.cell_option import CellOption
 
 MAX_SKIPS = 2             # criterion 1: two skip connections in the normal cell
 DEFAULT_PATIENCE = 10     # criterion 2: the paper's "e.g., 10 epochs"
@@ -75,7 +76,7 @@ class DartsPlusRule(StopRule):
 
 
 @OPTIONS.register
-class DartsPlusEarlyStop(SearchOption):
+class DartsPlusEarlyStop(CellOption):
     name = "early_stop"
     config_type = EarlyStopConfig
     ENABLED_BY = "early_stop"
@@ -87,11 +88,6 @@ class DartsPlusEarlyStop(SearchOption):
              Flag("--early_stop_patience", {"type": cli.positive_int, "help": "DARTS+ criterion 2: epochs of a "
                                             f"stable ranking (default {DEFAULT_PATIENCE})"}))
     config: EarlyStopConfig
-
-    def check(self, strategy) -> None:
-        if strategy.total_epochs == 0 or strategy.config.multi_channel:
-            raise SearchError(f"--early_stop watches the normal cell of a cell search; --method {strategy.name}"
-                              f"{' --multi_channel' if strategy.config.multi_channel else ''} has none")
 
     def stop_rules(self, model, strategy) -> list[StopRule]:
         c = strategy.config

@@ -1,15 +1,21 @@
 """DARTS-PT: the op kept is the one whose removal hurts the held-out accuracy most, the inputs kept
 those whose removal hurts most, and a digits search selected this way writes a genotype."""
+import logging
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import run_dir
 import train_search
 from genotypes import PRIMITIVE_SETS, load_architecture
-from model_search import SearchError
-from strategies.darts_pt import Projection, node_edges
+from model_search import SearchError, SearchNetwork, make_spec
+from runtime import Precision
+from strategies.base import SelectionContext
+from strategies.darts_pt import Projection, as_coefficients, forward_weights, node_edges
 
 DARTS = PRIMITIVE_SETS["DARTS"]
 
@@ -49,6 +55,51 @@ def test_each_edge_keeps_the_op_whose_removal_hurts_most_not_the_largest_weight(
     assert first[0, 0, 1] == 0 and (first[0, 0, 2:] == weights[0, 0, 2:]).all() and (first[1] == weights[1]).all()
     w = projection.weights()               # decided edges are projected to one-hot
     assert all(w[s, e, k] == 1 and w[s, e].sum() == 1 for s in range(2) for e, k in enumerate(kept[s]))
+
+
+PARAMETRIC = ("none", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+def test_on_a_real_supernet_the_op_that_carries_the_signal_is_kept_over_the_largest_weight():
+    # one reduction cell, one node fed by two edges; every op but edge 0's sep_conv_3x3 has its weights zeroed
+    # and frozen, so it outputs exactly 0, while dil_conv_5x5 has the largest architecture weight everywhere
+    torch.manual_seed(0)
+    net = SearchNetwork(make_spec(2, 4, 1, 1, 1, PARAMETRIC, "softmax", "shared"))
+    with torch.no_grad():
+        for a in net.alphas:
+            a.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 2.0]).repeat(2, 1))
+    edges = net.cells[0]._ops
+    for e, edge in enumerate(edges):
+        for k, op in enumerate(edge._ops):
+            if (e, PARAMETRIC[k]) != (0, "sep_conv_3x3"):
+                for p in op.parameters():
+                    p.detach().zero_()
+                    p.requires_grad_(False)
+    # two classes told apart by the sign of the image's mean: the live op learns them
+    x = torch.randn(512, 3, 8, 8) + torch.tensor([-0.5, 0.5]).repeat(256)[:, None, None, None]
+    y = torch.tensor([0, 1]).repeat(256)
+    optimizer = torch.optim.Adam([p for p in net.weight_parameters() if p.requires_grad], lr=0.01)
+    for step in range(60):
+        batch = slice(64 * (step % 8), 64 * (step % 8 + 1))
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
+        optimizer.step()
+    engine = SimpleNamespace(model=net, precision=Precision(torch.device("cpu"), False),
+                             memory_format=torch.contiguous_format)
+    loader = DataLoader(TensorDataset(x, y), batch_size=128)
+    context = SelectionContext(engine, loader, None, loader, torch.device("cpu"), None, logging.getLogger("test"))
+    like = net.alphas[0]
+    full = context.accuracy()
+    assert full > 90
+    projection = Projection(forward_weights(net), 1, PARAMETRIC)
+    assert projection.base[1, 0].argmax() == PARAMETRIC.index("dil_conv_5x5")
+    scores = []
+
+    def score(w):
+        scores.append(context.accuracy(as_coefficients(w, like)))
+        return scores[-1]
+    assert PARAMETRIC[projection.choose_op(1, 0, score)] == "sep_conv_3x3"
+    assert scores[0] <= 55 and scores[1:] == [full] * 3         # without it: one class for every image; else no change
 
 
 def test_each_node_keeps_the_two_inputs_whose_removal_hurts_most():

@@ -125,8 +125,8 @@ def test_pt_needs_a_method_with_architecture_weights():
 def test_a_digits_search_selected_by_pt_writes_the_genotype_of_its_decisions(tmp_path, monkeypatch):
     monkeypatch.setattr(run_dir, "LOGS_DIR", tmp_path / "logs")
     monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", tmp_path / "genotypes")
-    train_search.main(["--dataset", "digits", "--init_channels", "8", "--layers", "3", "--steps", "2",
-                       "--multiplier", "2", "--batch_size", "16", "--epochs", "1", "--max_steps", "2",
+    train_search.main(["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--steps", "2",
+                       "--multiplier", "2", "--batch_size", "8", "--epochs", "1", "--max_steps", "1",
                        "--report_freq", "0", "--device", "cpu", "--seed", "1", "--genotype_name", "pt",
                        "--selection", "pt", "--pt_tune_steps", "1"])
     log = (next((tmp_path / "logs" / "search").iterdir()) / "log.txt").read_text()

@@ -5,8 +5,8 @@ architecture weights. Combines with any method that trains architecture weights.
 
 Weights
     The supernet's coefficients as its forward pass uses them (``coefficients()`` in eval mode:
-    the weighting's op coefficients, times PC-DARTS's edge weights), one (edges, ops) table per
-    set. A decided edge is projected to its op (coefficient 1, the others 0); an edge a node
+    the weighting's op coefficients, times PC-DARTS's edge weights; GDAS's strongest op alone),
+    one (edges, ops) table per set. A decided edge is projected to its op (coefficient 1, the others 0); an edge a node
     dropped gets 0 everywhere.
 Operation selection (edge by edge)
     In a random order (from ``--seed``), one edge of every set per round: each op other than

@@ -95,3 +95,8 @@ def test_early_stop_needs_a_method_that_trains_architecture_weights():
     with pytest.raises(SearchError, match="--early_stop needs the architecture weights of a cell supernet, and "
                                           "--method random trains none"):
         train_search.parse_args(["--method", "random", "--early_stop"])
+
+
+def test_help_lists_the_flags_under_the_option_not_under_a_method():
+    text = train_search.build_parser().format_help()
+    assert "option early_stop (with any method):\n  --early_stop" in text and "--method early_stop" not in text

@@ -138,3 +138,14 @@ def test_a_digits_search_selected_by_pt_writes_the_genotype_of_its_decisions(tmp
     normal = [(e.op, e.from_node, e.to_node) for e in arch.cells[0].edges]
     expected = [(ops[f"normal edge {j}-{n}"], int(j), n) for j, n in (("0", 2), ("1", 2), *((i, 3) for i in inputs))]
     assert sorted(normal) == sorted(expected)
+
+
+def test_a_tie_in_accuracy_is_decided_by_the_weights():
+    weights, _ = hand_made()
+    projection = Projection(weights, 2, DARTS)
+
+    def flat(w):
+        return 80.0
+    assert DARTS[projection.choose_op(0, 0, flat)] == "avg_pool_3x3"        # the largest weight
+    weights[0, 2:5] = [[0.1] * 8, [0.3] * 8, [0.2] * 8]                    # node 3's inputs 0, 1, 2
+    assert Projection(weights, 2, DARTS).choose_edges(0, 1, flat) == [3, 4]   # the weakest input, 0, dropped

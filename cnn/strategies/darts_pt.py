@@ -11,10 +11,12 @@ Weights
 Operation selection (edge by edge)
     In a random order (from ``--seed``), one edge of every set per round: each op other than
     ``none`` is removed in turn (its coefficient set to 0) and the held-out accuracy measured;
-    the op whose removal lowers the accuracy most is kept (the first, on a tie).
+    the op whose removal lowers the accuracy most is kept (on a tie, the one with the larger
+    weight: the magnitude decides what the accuracy cannot tell apart).
 Topology selection (node by node)
     Then every node with more than two inputs, in a random order: the input edge whose removal
-    lowers the accuracy least is dropped, again, until two remain.
+    lowers the accuracy least is dropped (on a tie, the one with the weaker strongest op),
+    again, until two remain.
 Tuning
     Between two decisions the network weights train ``--pt_tune_steps`` steps at the projected
     coefficients (default: DARTS-PT's 10 epochs of the training half, ``--proj_intv 10`` in its
@@ -94,7 +96,8 @@ class Projection:
             w = self.weights()
             w[s, e, k] = 0.0
             scores.append(score(w))
-        self.ops[(s, e)] = self.candidates[int(np.argmin(scores))]
+        weights = self.weights()[s, e, self.candidates]
+        self.ops[(s, e)] = self.candidates[np.lexsort((-weights, scores))[0]]     # a tie: the larger weight
         return self.ops[(s, e)]
 
     def choose_edges(self, s: int, node: int, score: Score) -> list[int]:
@@ -106,7 +109,8 @@ class Projection:
                 w = self.weights()
                 w[s, e] = 0.0
                 scores.append(score(w))
-            dropped = kept.pop(int(np.argmax(scores)))
+            strength = self.weights()[s, kept].max(axis=1)
+            dropped = kept.pop(np.lexsort((strength, -np.asarray(scores)))[0])     # a tie: the weaker edge
             self.dropped.add((s, dropped))
         return kept
 

@@ -140,7 +140,8 @@ class Registry(dict):
         for name, cls in self.items():
             flags = [f for f in cls.FLAGS if f.name not in seen]
             if flags:
-                group = parser.add_argument_group(f"--method {name}")
+                group = parser.add_argument_group(f"--method {name}" if issubclass(cls, Strategy)
+                                                  else f"option {name} (with any method)")
                 for flag in flags:
                     group.add_argument(flag.name, default=None, **flag.kwargs)
                     seen.add(flag.name)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import run_cost
-from run_cost import COST_FILE, CostError, RunCost, device_label, load_run_charges
+from cost_file import COST_FILE, CostError, device_label, load_run_charges
+from run_cost import RunCost
 from scripts import run_script
 
 CPU = torch.device("cpu")

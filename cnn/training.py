@@ -19,7 +19,11 @@ LR_SCHEDULES = ("cosine", "cosine_power", "step")
 
 def memory_format(name: str, device: torch.device) -> torch.memory_format:
     """auto: channels-last on the CPU, where it is the fast layout of oneDNN convolutions; on CUDA
-    it pays off with AMP on tensor cores, so there it is asked for explicitly."""
+    it pays off with AMP on tensor cores, so there it is asked for explicitly.
+
+    channels-last is safe on the CPU because no module runs oneDNN's strided 1x1 convolution, whose
+    channels-last weight gradient corrupts the heap (operations.PointwiseConv2d); tests/kernel_probe.py
+    checks every module in this format (README, "A CPU kernel that corrupts memory")."""
     if name == "channels_last" or (name == "auto" and device.type == "cpu"):
         return torch.channels_last
     return torch.contiguous_format

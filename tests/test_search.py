@@ -21,18 +21,27 @@ from model import NetworkCIFAR
 from model_search import SearchError, SearchNetwork, load_baseline, make_spec, op_coefficients
 from operations import OPS
 from runtime import Precision
+from scripts import run_ok
 
 CPU = Precision(torch.device("cpu"), False)
 
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
-    """Run folders and written genotypes go to tmp_path."""
+    """Run folders and written genotypes go to tmp_path, in this process and in the searches it starts."""
     monkeypatch.setattr(run_dir, "LOGS_DIR", tmp_path / "logs")
     gdir = tmp_path / "genotypes"
     gdir.mkdir()
     monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", gdir)
+    monkeypatch.setenv("DARTS_LOGS_DIR", str(tmp_path / "logs"))
     return tmp_path
+
+
+def search(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> None:
+    """train_search.py in a child process (a native crash fails this test only), writing its genotype
+    to the sandbox's genotypes/ (the tests' GENOTYPE_OUTPUT_DIR); it must exit 0."""
+    run_ok("tests/patched_script.py", "--genotypes_to", str(train_search.GENOTYPE_OUTPUT_DIR), "--",
+           "cnn/train_search.py", *args, env=env, timeout=timeout)
 
 
 def tiny(layout="shared", weighting="softmax", primitives="DARTS", layers=2, steps=2, C=4, init="randn"):
@@ -369,7 +378,7 @@ STRATEGIES = {
 
 
 def _run(sandbox, line):
-    train_search.main(line.split())
+    search(*line.split())
     runs = sorted((sandbox / "logs" / "search").iterdir(), key=lambda p: p.stat().st_mtime)
     return runs[-1]
 
@@ -401,7 +410,7 @@ def test_a_resumed_search_ends_exactly_like_an_uninterrupted_one(sandbox, extra)
     straight = _run(sandbox, f"{line} --genotype_name straight")
     stopped = _run(sandbox, f"{line} --genotype_name resumed --stop_epoch 1")
     assert torch.load(stopped / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    train_search.main(["--resume", str(stopped)])
+    search("--resume", str(stopped))
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(stopped / "checkpoint.pt", weights_only=True)["model"]
     for key in a:
@@ -440,18 +449,19 @@ def test_bad_input_is_one_sentence(sandbox, capsys):
 
 def test_resuming_a_finished_search_derives_the_genotype_again(sandbox):
     run = _run(sandbox, f"{COMMON} {STRATEGIES['ddarts_nested']} --genotype_name first")
-    train_search.main(["--resume", str(run), "--parse_method", "threshold_edge", "--genotype_name", "again"])
+    search("--resume", str(run), "--parse_method", "threshold_edge", "--genotype_name", "again")
     first = read_genotype_file(sandbox / "genotypes" / "first.txt")
     again = read_genotype_file(sandbox / "genotypes" / "again.txt")
     assert sum(map(len, again.get("genes"))) > sum(map(len, first.get("genes")))   # every edge, two ops each
 
 
-def test_dartopti_stops_early_when_the_distance_stays_put(sandbox, monkeypatch):
-    monkeypatch.setattr(train_search, "METRIC_WARMUP_EPOCHS", 0)
+def test_dartopti_stops_early_when_the_distance_stays_put(sandbox):
     run = _run(sandbox, f"{COMMON.replace('--epochs 1', '--epochs 20').replace('--max_steps 2', '--max_steps 1')} "
                         "--arch_baseline ResNet18 --pretrain_epochs 0 --arch_learning_rate 0 --genotype_name early")
     assert "search stopped early" in (run / "log.txt").read_text()
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 5      # 4 epochs within 0.001, then stop
+    # the distance counts after the warm-up epochs; PATIENCE epochs within the tolerance, then one more to stop
+    stop = train_search.METRIC_WARMUP_EPOCHS + train_search.METRIC_PATIENCE + 1
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == stop
     assert (sandbox / "genotypes" / "early.txt").exists()
 
 
@@ -461,15 +471,15 @@ QUICK_TRAIN = "--dataset digits --init_channels 12 --layers 6 --epochs 20 --lear
 
 
 @pytest.mark.slow
-def test_the_quick_digits_search_finds_a_genotype_that_trains_to_95_percent(sandbox, one_thread):
+def test_the_quick_digits_search_finds_a_genotype_that_trains_to_95_percent(sandbox):
     import json
 
-    import train
-    torch.set_num_threads(2)
-    run = _run(sandbox, f"{QUICK_SEARCH} --genotype_name digits_search")
+    two_threads = {"OMP_NUM_THREADS": "2"}
+    search(*f"{QUICK_SEARCH} --genotype_name digits_search".split(), env=two_threads, timeout=1800)
+    run = next((sandbox / "logs" / "search").iterdir())
     assert "epoch 6/6" in (run / "log.txt").read_text()
     path = sandbox / "genotypes" / "digits_search.txt"
-    train.main(f"--arch {path} {QUICK_TRAIN}".split())
+    run_ok("cnn/train.py", "--arch", str(path), *QUICK_TRAIN.split(), env=two_threads, timeout=1800)
     results = sorted((sandbox / "logs" / "eval").glob("*/results.json"))[-1]
     assert json.loads(results.read_text())["final"]["test_top1"] >= 95.0
 

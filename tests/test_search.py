@@ -11,17 +11,21 @@ from torch.func import functional_call
 
 import architect as architect_module
 import cli
+import ddarts_losses
 import genotypes
 import paths
 import run_dir
 import train_search
-from architect import Architect, ArchConfig, search_iteration, separation_terms
+from architect import Architect, ArchConfig, search_iteration
+from ddarts_losses import DDartsLosses, separation_terms
 from genotypes import PRIMITIVE_SETS, format_genotype, load_architecture, read_genotype_file
 from model import NetworkCIFAR
 from model_search import SearchError, SearchNetwork, load_baseline, make_spec, op_coefficients
 from operations import OPS
 from runtime import Precision
 from scripts import run_ok
+from search_strategy import StrategyError
+from strategies import dartopti
 
 CPU = Precision(torch.device("cpu"), False)
 
@@ -203,7 +207,7 @@ def _relative_error(got, exact):
 def test_second_order_gradient_equals_the_finite_difference_formula():
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup()
     arch = Architect(model, ArchConfig(unrolled=True, network_momentum=0.9, network_weight_decay=3e-4), CPU)
-    got, _ = arch.unrolled_gradients(x_t, y_t, x_v, y_v, opt)
+    got, _ = arch.unrolled_gradients((x_t, y_t), (x_v, y_v), opt)
     formula = _reference_unrolled(model, x_t, y_t, x_v, y_v, opt, 0.1, 0.9, 3e-4)
     for a, b in zip(got, formula):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -214,7 +218,7 @@ def test_second_order_gradient_approximates_the_exact_hypergradient(monkeypatch)
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup(smooth=True)
     arch = Architect(model, ArchConfig(unrolled=True, network_momentum=0.9, network_weight_decay=3e-4), CPU)
     exact = _exact_hypergradient(model, x_t, y_t, x_v, y_v, opt, 0.1, 0.9, 3e-4)
-    got, _ = arch.unrolled_gradients(x_t, y_t, x_v, y_v, opt)
+    got, _ = arch.unrolled_gradients((x_t, y_t), (x_v, y_v), opt)
     assert _relative_error(got, exact) < 1e-3
     first = torch.autograd.grad(F.cross_entropy(model(x_v), y_v), model.arch_parameters())
     assert _relative_error(first, exact) > 0.1
@@ -222,7 +226,7 @@ def test_second_order_gradient_approximates_the_exact_hypergradient(monkeypatch)
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup()
     monkeypatch.setattr(architect_module, "HVP_SCALE", 1e-6)
     arch = Architect(model, ArchConfig(unrolled=True, network_momentum=0.9, network_weight_decay=3e-4), CPU)
-    got, _ = arch.unrolled_gradients(x_t, y_t, x_v, y_v, opt)
+    got, _ = arch.unrolled_gradients((x_t, y_t), (x_v, y_v), opt)
     assert _relative_error(got, _exact_hypergradient(model, x_t, y_t, x_v, y_v, opt, 0.1, 0.9, 3e-4)) < 1e-7
 
 
@@ -230,7 +234,7 @@ def test_second_order_step_leaves_the_network_untouched():
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup()
     before = copy.deepcopy(model.state_dict())
     arch = Architect(model, ArchConfig(unrolled=True), CPU)
-    arch.step(x_t, y_t, x_v, y_v, opt)
+    arch.step((x_t, y_t), (x_v, y_v), opt)
     after = model.state_dict()
     for key, value in before.items():
         if not key.startswith("alphas."):
@@ -247,15 +251,16 @@ def _ddarts(abl=0.7, sep="l2"):
     with torch.no_grad():
         for a in model.arch_parameters():
             a.normal_(0, 1.0)
-    cfg = ArchConfig(learning_rate=3e-3, betas=(0.9, 0.999), per_cell=True, sep_loss=sep, aux_loss_weight=9.0,
-                     cell_loss="ablation_loss" if abl else "none", abl_loss_weight=abl)
+    cfg = ArchConfig(learning_rate=3e-3, betas=(0.9, 0.999), per_tensor=True)
+    losses = DDartsLosses(sep_loss=sep, aux_loss_weight=9.0, cell_loss="ablation_loss" if abl else "none",
+                          abl_loss_weight=abl)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
-    return model, Architect(model, cfg, CPU), x, y
+    return model, Architect(model, cfg, CPU, terms=losses), x, y
 
 
 def _gradients(model, arch, x, y, seed=1):
     torch.manual_seed(seed)
-    grads, _, stats = arch.objective_gradients(x, y)
+    grads, _, stats = arch.objective_gradients((x, y))
     return grads, stats
 
 
@@ -281,7 +286,7 @@ def test_each_cell_gets_the_gradient_of_its_own_loss_only():
                                 alphas)
     assert not torch.allclose(leaky[0], grads[0], rtol=1e-3)
     # and nothing reaches the network weights
-    arch.step(x, y, x, y, None)
+    arch.step((x, y), (x, y), None)
     assert all(p.grad is None for p in model.weight_parameters())
 
 
@@ -292,7 +297,7 @@ def test_a_cells_loss_changes_only_that_cells_gradient(monkeypatch):
     def louder_first_cell(m, kind):
         terms = separation_terms(m, kind)
         return terms * torch.tensor([5.0] + [1.0] * (len(terms) - 1))
-    monkeypatch.setattr(architect_module, "separation_terms", louder_first_cell)
+    monkeypatch.setattr(ddarts_losses, "separation_terms", louder_first_cell)
     changed, _ = _gradients(model, arch, x, y)
     assert not torch.allclose(changed[0], grads[0])
     for a, b in zip(changed[1:], grads[1:]):
@@ -317,7 +322,7 @@ def test_per_cell_sets_have_their_own_optimizer_state_and_schedule():
     model, arch, x, y = _ddarts()
     assert len(arch.optimizer.param_groups) == len(model.arch_parameters()) == 3
     lr = arch.learning_rates()
-    arch.step(x, y, x, y, None)
+    arch.step((x, y), (x, y), None)
     arch.end_epoch()
     assert all(b < a for a, b in zip(lr, arch.learning_rates()))
 
@@ -330,7 +335,7 @@ def test_single_level_iteration_updates_both_without_a_search_batch():
 
     def no_batch():
         raise AssertionError("single level must not draw a search batch")
-    search_iteration(model, arch, opt, CPU, x, y, no_batch, grad_clip=5.0, single_level=True)
+    search_iteration(model, arch, opt, CPU, (x, y), no_batch, grad_clip=5.0, single_level=True)
     assert all(not torch.equal(a, b) for a, b in zip(before, model.arch_parameters()))
     assert not torch.equal(w_before, model.classifier.weight)
 
@@ -359,7 +364,7 @@ def test_the_seed_command_lines_parse_to_their_method(method, line):
 
 
 def test_conflicting_method_flags_ask_for_method():
-    with pytest.raises(SearchError, match="--method"):
+    with pytest.raises(StrategyError, match="--method"):
         train_search.parse_args(["--weighting_algorithm", "max_w", "--cell_loss", "none"])
     assert train_search.parse_args(["--method", "sharp", "--cell_loss", "none"]).method == "sharp"
 
@@ -460,7 +465,7 @@ def test_dartopti_stops_early_when_the_distance_stays_put(sandbox):
                         "--arch_baseline ResNet18 --pretrain_epochs 0 --arch_learning_rate 0 --genotype_name early")
     assert "search stopped early" in (run / "log.txt").read_text()
     # the distance counts after the warm-up epochs; PATIENCE epochs within the tolerance, then one more to stop
-    stop = train_search.METRIC_WARMUP_EPOCHS + train_search.METRIC_PATIENCE + 1
+    stop = dartopti.METRIC_WARMUP_EPOCHS + dartopti.METRIC_PATIENCE + 1
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == stop
     assert (sandbox / "genotypes" / "early.txt").exists()
 

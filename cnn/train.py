@@ -154,7 +154,7 @@ def load_start_weights(model: nn.Module, spec: ModelSpec | PathSpec, path_text: 
 
 
 def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ctx: Dist, device: torch.device) -> None:
-    cost = RunCost(device, ctx.world_size, args.seed)
+    cost = RunCost(device, ctx.world_size, args.seed, "selection" if args.selection_run else "training")
     batch = ctx.per_rank_batch(args.batch_size)
     precision = Precision(device, args.amp)
     fmt = memory_format(args.memory_format, device)
@@ -274,7 +274,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         result = {"arch": spec.arch_name, "dataset": args.dataset, "epochs": epoch + 1, "params": params,
                   "macs": macs, "final": scores, "best": best, "wall_seconds": elapsed}
         if ctx.is_main:
-            cost.charge(run_dir, epoch + 1, "selection" if args.selection_run else "training")
+            cost.charge(run_dir, epoch + 1)
             save_epoch(args, run_dir, writer, epoch, scores, is_best, result, spec, net, optimizer, scheduler,
                        precision)
     if writer is not None:

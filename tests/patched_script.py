@@ -1,12 +1,9 @@
 """Run one of the project's scripts with one fault injected or one output moved, for the tests that
 need what a plain command line cannot ask for:
 
-    python tests/patched_script.py [--genotypes_to DIR] [--file_size_limit BYTES] [--rank_sleeps R]
-                                   [--charge_search_cost 1] -- cnn/SCRIPT.py FLAGS
+    python tests/patched_script.py [--genotypes_to DIR] [--file_size_limit BYTES] [--rank_sleeps R] -- cnn/SCRIPT.py FLAGS
 
 --genotypes_to DIR       train_search.py writes its genotype files to DIR instead of genotypes/
---charge_search_cost 1   train_search.py charges each epoch to the search phase of cost.json just before
-                         its checkpoint (core/run_cost.py), until train_search.py does so itself
 --file_size_limit BYTES  no file this process writes may grow past BYTES (as on a full disk: writes fail)
 --rank_sleeps R          under torchrun, rank R sleeps 120 s before each training epoch (a hung rank)
 
@@ -34,13 +31,6 @@ def sleeping(epoch_function, rank: int):
     return epoch
 
 
-def charging(save_checkpoint, cost):
-    def save(state, path):
-        cost.charge(Path(path).parent, state["epoch"], "search")
-        save_checkpoint(state, path)
-    return save
-
-
 def main() -> None:
     split = sys.argv.index("--")
     options = dict(zip(sys.argv[1:split:2], sys.argv[2:split:2]))
@@ -51,11 +41,6 @@ def main() -> None:
     if "--file_size_limit" in options:
         limit = int(options["--file_size_limit"])
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    if "--charge_search_cost" in options:
-        from run_cost import RunCost
-        from runtime import resolve_device
-        args = module.parse_args(flags)
-        module.save_checkpoint = charging(module.save_checkpoint, RunCost(resolve_device(args.device), 1, args.seed))
     if "--rank_sleeps" in options:
         module.train_epoch = sleeping(module.train_epoch, int(options["--rank_sleeps"]))
     sys.argv = [script, *flags]

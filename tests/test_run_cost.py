@@ -25,10 +25,11 @@ def charged_epochs(data):
 
 
 def test_charges_add_up_to_the_totals_in_device_hours(tmp_path):
-    cost = RunCost(CPU, world_size=2, seed=7)
+    cost = RunCost(CPU, world_size=2, seed=7, phase="search")
     time.sleep(0.05)                      # set-up time belongs to the first epoch
-    cost.charge(tmp_path, 1, "search")
-    cost.charge(tmp_path, 2, "selection")
+    cost.charge(tmp_path, 1)
+    cost.phase = "selection"
+    cost.charge(tmp_path, 1)
     data = cost_of(tmp_path)
     [session] = data["sessions"]
     seconds = [e["seconds"] for e in session["epochs"]]
@@ -46,11 +47,11 @@ def test_charges_add_up_to_the_totals_in_device_hours(tmp_path):
 
 
 def test_a_resumed_session_drops_epochs_charged_after_the_checkpoint(tmp_path):
-    first = RunCost(CPU, 1, 0)
+    first = RunCost(CPU, 1, 0, "training")
     for epoch in (1, 2, 3):               # as if the process died after charging epoch 3, checkpoint at 2
-        first.charge(tmp_path, epoch, "training")
-    resumed = RunCost(CPU, 4, 0)
-    resumed.charge(tmp_path, 3, "training")
+        first.charge(tmp_path, epoch)
+    resumed = RunCost(CPU, 4, 0, "training")
+    resumed.charge(tmp_path, 3)
     data = cost_of(tmp_path)
     assert charged_epochs(data) == [(1, "training"), (2, "training"), (3, "training")]
     assert [s["device_count"] for s in data["sessions"]] == [1, 4]
@@ -60,15 +61,29 @@ def test_a_resumed_session_drops_epochs_charged_after_the_checkpoint(tmp_path):
                                                  / 3600)
 
 
+def test_a_session_resuming_the_search_drops_the_selection_a_lost_session_began(tmp_path):
+    first = RunCost(CPU, 1, 0, "search")
+    first.charge(tmp_path, 1)
+    first.charge(tmp_path, 2)
+    first.phase = "selection"
+    first.charge(tmp_path, 1)
+    RunCost(CPU, 1, 0, "search").charge(tmp_path, 2)        # resumed from the checkpoint of epoch 1
+    assert charged_epochs(cost_of(tmp_path)) == [(1, "search"), (2, "search")]
+    resumed = RunCost(CPU, 1, 0, "selection")               # resumed after the search's last checkpoint
+    resumed.charge(tmp_path, 1)
+    assert charged_epochs(cost_of(tmp_path)) == [(1, "search"), (2, "search"), (1, "selection")]
+    assert [len(s["epochs"]) for s in cost_of(tmp_path)["sessions"]] == [1, 1, 1]
+
+
 def test_a_run_without_cost_file_has_no_charges_and_a_bad_one_is_one_sentence(tmp_path):
     assert load_run_charges(tmp_path) is None
     (tmp_path / COST_FILE).write_text('{"sessions": [{"epochs": [{"epoch": 1}]}]}')
     with pytest.raises(CostError, match="is not a cost record written by RunCost"):
         load_run_charges(tmp_path)
     with pytest.raises(CostError, match="is not a cost record"):
-        RunCost(CPU, 1, 0).charge(tmp_path, 1, "training")
+        RunCost(CPU, 1, 0, "training").charge(tmp_path, 1)
     with pytest.raises(ValueError, match="unknown phase"):
-        RunCost(CPU, 1, 0).charge(tmp_path, 1, "evaluation")
+        RunCost(CPU, 1, 0, "evaluation").charge(tmp_path, 1)
 
 
 def test_train_py_cost_survives_resume_and_a_lost_epoch_is_counted_once(tmp_path):

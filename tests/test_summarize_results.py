@@ -63,7 +63,7 @@ def study(tmp_path_factory):
     genotypes.mkdir()
     for seed in RANDOM_SEEDS:
         (genotypes / f"random_{seed}.txt").write_text(random_genotype(seed))
-    first = {("tests/patched_script.py", "--genotypes_to", genotypes, "--charge_search_cost", "1", "--",
+    first = {("tests/patched_script.py", "--genotypes_to", genotypes, "--",
               "cnn/train_search.py", *SEARCH,
               "--seed", seed, "--genotype_name", f"searched_{seed}"): env for seed in SEARCH_SEEDS}
     first.update({("cnn/train.py", *TRAIN, "--arch", genotypes / f"random_{seed}.txt", "--seed", "0",

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import struct
@@ -405,3 +406,13 @@ def test_visualize_run_draws_the_cells_and_weights_of_a_search(study, tmp_path):
     for png in tmp_path.iterdir():
         width, height = png_size(png)
         assert 200 <= width <= 5000 and 200 <= height <= 5000, (png, width, height)
+
+
+def test_the_readme_shows_one_small_png_of_each_plot_kind():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = [REPO / p for p in re.findall(r"\]\((docs/images/[^)]+\.png)\)", readme)]
+    kinds = ["accuracy_per_epoch", "accuracy_vs_size", "search_cells_epochs", "search_weights_epochs"]
+    assert sorted(p.stem.split("_1")[0] for p in shown) == kinds
+    for png in shown:
+        width, height = png_size(png)
+        assert 200 <= width <= 5000 and 200 <= height <= 5000 and png.stat().st_size < 200_000, png

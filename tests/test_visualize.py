@@ -290,6 +290,7 @@ def test_run_flags_are_checked(args, words):
         visualize.parse_args(args)
 
 
+@pytest.mark.slow   # a search; the quick end-to-end test of --run is in test_summarize_results.py
 @needs_dot
 def test_run_of_a_real_per_cell_search_draws_every_cell(tmp_path):
     env = {"DARTS_LOGS_DIR": str(tmp_path / "logs")}

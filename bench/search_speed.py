@@ -18,6 +18,8 @@ its own supernet (no architecture update) and reports the ratio to it, as the ho
 * ``images_per_s``: training images per second (batch_size / seconds per iteration; an
   iteration also reads a search batch of the same size, except single-level ones);
 * ``seconds_per_iteration``: median over the timed iterations;
+* ``cpu_seconds_per_iteration``: the same in CPU time of the process (all its threads): with
+  ``--threads 1`` on a machine that other processes share, the time an idle core would take;
 * ``ratio_to_plain_step``: seconds per iteration / seconds per plain network-weight step;
 * ``peak_memory_mb``: CUDA: peak allocated by PyTorch; CPU: peak resident set size of the
   process, with ``rss_before_model_mb`` (interpreter, torch and data) to subtract.
@@ -97,28 +99,31 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     ys = torch.randint(0, 10, (n,), device=device)
     model.train()
 
-    def run(searching: bool, count: int) -> list[float]:
-        times = []
+    def run(searching: bool, count: int) -> tuple[list[float], list[float]]:
+        """Wall-clock and CPU seconds of `count` iterations."""
+        times, cpu = [], []
         for _ in range(count):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             engine.step((x, y), lambda: (xs, ys), searching)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - started)
-        return times
+            cpu.append(time.process_time() - cpu_started)
+        return times, cpu
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     run(True, args.warmup)
-    seconds = statistics.median(run(True, args.iterations))
+    seconds, cpu_seconds = map(statistics.median, run(True, args.iterations))
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mb()
     run(False, args.warmup)
-    plain = statistics.median(run(False, args.iterations))
+    plain = statistics.median(run(False, args.iterations)[0])
     result = {
         "images_per_s": round(n / seconds, 2),
         "seconds_per_iteration": round(seconds, 4),
+        "cpu_seconds_per_iteration": round(cpu_seconds, 4),
         "plain_step_seconds": round(plain, 4),
         "ratio_to_plain_step": round(seconds / plain, 3),
         "peak_memory_mb": round(peak, 1),

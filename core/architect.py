@@ -79,6 +79,11 @@ class ArchTerms:
     factors: torch.Tensor | None = None        # (n arch tensors,) scale of each tensor's data-loss gradient
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def plus(self, penalty: torch.Tensor, name: str) -> "ArchTerms":
+        """These terms with one more penalty, also reported (detached) as the statistic `name`."""
+        total = penalty if self.penalty is None else self.penalty + penalty
+        return ArchTerms(total, self.factors, {**self.stats, name: penalty.detach()})
+
 
 def no_terms(model: Supernet, loss: torch.Tensor, evaluate: Callable[..., torch.Tensor] | None) -> ArchTerms:
     return ArchTerms()

@@ -16,7 +16,8 @@ import paths
 import run_dir
 import train_search
 from architect import ArchConfig, Architect, ArchTerms
-from genotypes import PRIMITIVE_SETS, RangeLiteral, darts_record, nested_record
+from genotypes import PRIMITIVE_SETS, RangeLiteral, darts_record, load_architecture, nested_record
+from model import NetworkCIFAR
 from model_search import CellResult, EdgeWeights, SearchNetwork, make_spec, parameter_free
 from runtime import Precision
 from search_run import EpochRecord, StopRule
@@ -83,6 +84,23 @@ def test_every_method_says_where_its_defaults_come_from_and_is_in_the_readme_tab
     for key, value in cls.DEFAULTS.items():
         if f"--{key}" not in flags:
             assert getattr(args, key) == (list(value) if isinstance(value, tuple) else value), key
+
+
+# DARTS-, beta-DARTS, SDARTS and DrNAS; the older methods have theirs in test_search.py and test_pcdarts.py
+SEARCHED_HERE = ["darts_minus", "beta_darts", "sdarts_rs", "sdarts_adv", "drnas"]
+
+
+@pytest.mark.parametrize("name", SEARCHED_HERE)
+def test_a_method_searches_an_epoch_on_digits_and_writes_a_genotype_that_builds(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("DARTS_LOGS_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", tmp_path / "genotypes")
+    search("--method", name, "--dataset", "digits", *TINY, "--batch_size", "16", "--epochs", "1",
+           "--pretrain_epochs", "0", "--max_steps", "1", "--report_freq", "0", "--genotype_name", name)
+    run = next((tmp_path / "logs" / "search").iterdir())
+    assert f"method {name} (--method)" in (run / "log.txt").read_text()
+    arch = load_architecture(str(tmp_path / "genotypes" / f"{name}.txt"))
+    net = NetworkCIFAR(8, 10, 3, False, arch)
+    assert net(torch.randn(2, 3, 16, 16))[0].shape == (2, 10)
 
 
 def test_a_flag_of_another_method_is_refused_in_one_sentence(capsys):

@@ -129,6 +129,11 @@ class CellStrategy(Strategy):
     def searching(self, epoch: int) -> bool:
         return epoch >= self.config.pretrain_epochs
 
+    def progress(self, epoch: int) -> float:
+        """The share of the search epochs done before `epoch` (0 until the pretraining ends, 1 after
+        the last): what linear schedules (DARTS-, beta-DARTS, SDARTS) follow."""
+        return min(max(epoch - self.config.pretrain_epochs, 0) / self.config.epochs, 1.0)
+
     def spec(self, num_classes: int, network: str) -> SupernetSpec:
         c = self.config
         return make_spec(num_classes, c.init_channels, c.layers, c.steps, c.multiplier, PRIMITIVE_SETS[c.primitives],

@@ -6,7 +6,7 @@
     torchrun --nproc_per_node=4 cnn/train.py --arch DARTS_V2 --auxiliary --cutout --batch_size 384   # 4 GPUs
 
 Writes logs/eval/<save>-<timestamp>/: log.txt, command.txt, args.json, tensorboard/,
-checkpoint.pt (resumable with --resume), model_best.pt and results.json.
+checkpoint.pt (resumable with --resume), model_best.pt, results.json and cost.json (core/run_cost.py).
 
 Under torchrun (see core/distributed.py) the model is wrapped in DistributedDataParallel,
 --batch_size is the global batch split over the processes, the learning rate is the one given,
@@ -36,6 +36,7 @@ from model import ModelSpec, load_model_weights
 from multichannel import PathSpec
 from operations import OPS
 from paths import REPO_ROOT
+from run_cost import RunCost
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
 from sampling import EvalShard, SeededSamples, ShardedOrder
 from runtime import Precision, check_finite_weights, resolve_device, seed_epoch, seed_everything
@@ -105,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=cli.non_negative_int, default=None,
                    help="data loader workers (default 0 for digits, else min(4, cores))")
     p.add_argument("--seed", type=cli.seed, default=0)
+    p.add_argument("--selection_run", action="store_true",
+                   help="this training picks among candidate genotypes (as DARTS retrained 4 searched cells): its "
+                        "cost.json counts it as selection, and summarize_results.py keeps it out of the accuracies")
     p.add_argument("--save", default="EXP", help="run name; the run folder is logs/eval/<save>-<timestamp>")
     p.add_argument("--resume", default=None, help="checkpoint.pt (or its run folder) to continue exactly")
     p.add_argument("--load", default=None,
@@ -150,6 +154,7 @@ def load_start_weights(model: nn.Module, spec: ModelSpec | PathSpec, path_text: 
 
 
 def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ctx: Dist, device: torch.device) -> None:
+    cost = RunCost(device, ctx.world_size, args.seed, "selection" if args.selection_run else "training")
     batch = ctx.per_rank_batch(args.batch_size)
     precision = Precision(device, args.amp)
     fmt = memory_format(args.memory_format, device)
@@ -269,6 +274,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         result = {"arch": spec.arch_name, "dataset": args.dataset, "epochs": epoch + 1, "params": params,
                   "macs": macs, "final": scores, "best": best, "wall_seconds": elapsed}
         if ctx.is_main:
+            cost.charge(run_dir, epoch + 1)
             save_epoch(args, run_dir, writer, epoch, scores, is_best, result, spec, net, optimizer, scheduler,
                        precision)
     if writer is not None:

@@ -30,7 +30,8 @@ Writes logs/search/search-<save>-<timestamp>/: log.txt, command.txt, args.json, 
 (losses, accuracies, learning rates, schedules, every architecture weight, the skip connections
 and parameter-free ops of the derived normal cell, and the genotype per epoch),
 weights/epoch_NNN.npy (the parse weights, (sets, edges, ops)) and weights/epoch_NNN.png (their
-heatmap), checkpoint.pt (``--resume`` continues exactly; resuming a finished run derives the
+heatmap), cost.json (wall time and device-hours of the search and of a selection, core/run_cost.py),
+checkpoint.pt (``--resume`` continues exactly; resuming a finished run derives the
 genotype again, e.g. with another ``--op_threshold``), and at the end
 genotypes/<genotype_name>.txt, ready for ``python cnn/train.py --arch <genotype_name>`` (never
 over a file another run wrote: see core/search_run.py).
@@ -81,6 +82,7 @@ from model_search import WEIGHTINGS, SearchError
 from operations import OPS
 from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
+from run_cost import RunCost
 from runtime import (DIVERGENCE_ADVICE, DivergenceWatch, Precision, check_finite_weights, progress, resolve_device,
                      seed_epoch, seed_everything)
 from sampling import EvalShard, SeededSamples, ShardedOrder
@@ -379,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
 def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ctx: Dist,
            device: torch.device) -> Supernet:
     """Run (or continue) a search; returns this rank's supernet at the end."""
+    cost = RunCost(device, ctx.world_size, args.seed, "search")
     strategy, options = make_strategy(args)
     precision = Precision(device, args.amp)
     seed_everything(args.seed)
@@ -386,7 +389,7 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
     engine = build_engine(strategy, data.num_classes, data.network, device, precision, args.memory_format,
                           args.sync_bn, state["spec"] if state is not None else None)
     rules = strategy.stop_rules(engine.model) + [r for o in options for r in o.stop_rules(engine.model, strategy)]
-    run = SearchRun(args, ctx, strategy, options, engine, data, rules)
+    run = SearchRun(args, ctx, strategy, options, engine, data, rules, cost)
     start = run.restore(state) if state is not None else 0
     run.open(state, run_dir, start)
     ended = run_epochs(start, strategy.total_epochs, stop_epoch=args.stop_epoch, run_epoch=run.epoch, rules=rules,
@@ -397,12 +400,14 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
 
 class SearchRun:
     """One search as ``run_epochs`` drives it: each epoch's steps and scores (``epoch``), its report
-    and heatmap (``report``, rank 0), its checkpoint (``save``), and the genotype at the end."""
+    and heatmap (``report``, rank 0), its checkpoint (``save``), and the genotype at the end.
+    ``cost`` (core/run_cost.py) charges each epoch to the search phase of cost.json, and a
+    selection (an option that ``selects``) to the selection phase."""
 
     def __init__(self, args: argparse.Namespace, ctx: Dist, strategy: CellStrategy, options: list, engine: Engine,
-                 data: SearchData, rules: list):
+                 data: SearchData, rules: list, cost: RunCost):
         self.args, self.ctx, self.strategy, self.options = args, ctx, strategy, options
-        self.engine, self.data, self.rules = engine, data, rules
+        self.engine, self.data, self.rules, self.cost = engine, data, rules, cost
         self.elapsed = 0.0
 
     def restore(self, state: dict) -> int:
@@ -518,6 +523,7 @@ class SearchRun:
     def save(self, epochs_done: int, stopped_early: str | None) -> None:
         if not self.ctx.is_main:
             return
+        self.cost.charge(self.run_dir, epochs_done)
         engine = self.engine
         save_checkpoint({"kind": "search", "epoch": epochs_done, "args": vars(self.args),
                          "spec": engine.model.spec_dict(), "model": engine.model.state_dict(),
@@ -535,9 +541,12 @@ class SearchRun:
         selection = next((o for o in self.options if o.selects), None)
         if selection is not None:
             data = self.data
+            self.cost.phase = "selection"
             results = {"": selection.select(SelectionContext(self.engine, data.train_loader, data.stream,
                                                              data.valid_loader, data.stream.device,
                                                              self.args.max_steps, self.log))}
+            if self.ctx.is_main:
+                self.cost.charge(self.run_dir, 1)
         else:
             results = self.strategy.results(self.engine.model)
         if not self.ctx.is_main:

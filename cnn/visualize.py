@@ -1,10 +1,17 @@
-"""Draw the cells of a genotype with graphviz.
+"""Draw the cells of a genotype with graphviz, or how a search run's cells changed.
 
     python cnn/visualize.py DARTS_V2                 # from the repository root
     cd cnn && python visualize.py DARTS_V2 --format png
+    python cnn/visualize.py --run logs/search/<run> --epochs 1,10,50
 
 A shared-layout genotype (DARTS, sharpDARTS) gives `<NAME>_normal` and `<NAME>_reduce`;
 a per-cell genotype (D-DARTS) gives one `<NAME>_cell<k>` per distinct gene k.
+
+With --run (cnn/search_figures.py), the cells derived from the run's weights/epoch_NNN.npy at each chosen epoch (with
+the run's --parse_method and --op_threshold from its args.json) are drawn side by side in
+`cells_epochs_<list>.png`, one row per epoch (a per-cell run: every cell, four to a row), and the
+weights themselves as heatmaps (edges down, ops across, one per weight set and epoch) in
+`weights_epochs_<list>.png`, both in <run>/figures unless --out says otherwise.
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ INSTALL_HINT = ("Graphviz's `dot` program is not on PATH, so only the .gv source
                 "brew install graphviz) and run again, or render them with `dot -Tpdf FILE.gv`.")
 
 
-def _node_name(node: int) -> str:
+def node_name(node: int) -> str:
     """Cell inputs keep the DARTS names; intermediate nodes count from 0 as in the papers' figures."""
     return INPUT_NAMES[node] if node < len(INPUT_NAMES) else str(node - len(INPUT_NAMES))
 
@@ -55,13 +62,13 @@ def cell_graph(cell: CellGenes, label: str) -> graphviz.Digraph:
     mentioned = [n for e in cell.edges for n in (e.to_node, e.from_node)] + list(cell.concat)
     last = max(mentioned, default=len(INPUT_NAMES) - 1)
     for node in range(len(INPUT_NAMES), last + 1):
-        graph.node(_node_name(node), fillcolor="lightblue")
+        graph.node(node_name(node), fillcolor="lightblue")
     for edge in cell.edges:
-        graph.edge(_node_name(edge.from_node), _node_name(edge.to_node), label=_writable(edge.op),
+        graph.edge(node_name(edge.from_node), node_name(edge.to_node), label=_writable(edge.op),
                    fillcolor="gray")
     graph.node(OUTPUT_NAME, fillcolor="palegoldenrod")
     for node in cell.concat:
-        graph.edge(_node_name(node), OUTPUT_NAME, fillcolor="gray")
+        graph.edge(node_name(node), OUTPUT_NAME, fillcolor="gray")
     return graph
 
 
@@ -115,27 +122,45 @@ def draw_architecture(arch: Architecture, out_dir: Path, fmt: str, *,
     return written
 
 
+# ------------------------------------------------------------------------------------------ command line
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("arch", help="genotype name (a file in genotypes/) or path to a genotype file")
-    parser.add_argument("--format", default="pdf", choices=FORMATS, help="output format (default: pdf)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR,
-                        help="output folder (default: logs/visualize in the repository, "
-                             "whatever the current directory)")
+    parser.add_argument("arch", nargs="?", help="genotype name (a file in genotypes/) or path to a genotype file")
+    parser.add_argument("--format", default=None, choices=FORMATS, help="output format (default: pdf)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: logs/visualize in the repository, whatever the current "
+                             "directory; with --run: the run's figures/ folder)")
     parser.add_argument("--keep_source", action="store_true",
                         help="keep the graphviz .gv sources next to the rendered files")
-    return parser.parse_args(argv)
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a train_search.py run folder: draw its derived cells and its weights at --epochs (PNG)")
+    parser.add_argument("--epochs", default=None,
+                        help="with --run: epochs to draw, e.g. 1,10,50 (default: the first, middle and last recorded)")
+    args = parser.parse_args(argv)
+    if (args.arch is None) == (args.run is None):
+        parser.error("give a genotype to draw, or --run with a search run folder (not both)")
+    if args.run is not None and (args.format not in (None, "png") or args.keep_source):
+        parser.error("--run writes PNG images: drop --format and --keep_source")
+    if args.run is None and args.epochs is not None:
+        parser.error("--epochs chooses the epochs of a search run: add --run logs/search/<run>")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when the diagrams (or, without `dot`, their sources) are written; 2 for bad input."""
     args = parse_args(argv)
-    arch = load_architecture(args.arch)
+    out = args.out or (args.run / "figures" if args.run is not None else DEFAULT_OUT_DIR)
     try:
-        written = draw_architecture(arch, args.out, args.format, keep_source=args.keep_source)
+        if args.run is not None:
+            from search_figures import draw_run   # here: it loads matplotlib and torch, which a genotype does not need
+            written = draw_run(args.run, args.epochs, out)
+        else:
+            written = draw_architecture(load_architecture(args.arch), out, args.format or "pdf",
+                                        keep_source=args.keep_source)
     except (OSError, graphviz.CalledProcessError) as err:
-        raise UserError(f"cannot write the diagrams to {args.out}: {err}") from err
+        raise UserError(f"cannot write the diagrams to {out}: {err}") from err
     for path in written:
         print(path)
     if shutil.which("dot") is None:

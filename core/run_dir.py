@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy
 import torch
 import torchvision
 
@@ -27,6 +28,14 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python, the libraries a result depends on, CUDA and cuDNN as torch was built with them."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "cuda": torch.version.cuda,
+            "cudnn": None if cudnn is None else str(cudnn), "platform": platform.platform()}
 
 
 def create_run_dir(kind: str, name: str) -> Path:
@@ -47,9 +56,7 @@ def record_invocation(run_dir: Path, args: dict, device: torch.device) -> None:
         f.write(shlex.join([sys.executable, *sys.argv]) + "\n")
     info = {
         "args": args,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        **library_versions(),
         "git_commit": git_commit(),
         "device": str(device),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -1,5 +1,6 @@
 """Search engine: supernet, architect (first/second order, D-DARTS losses), train_search.py."""
 import copy
+import json
 import re
 
 import numpy as np
@@ -423,6 +424,9 @@ def test_a_resumed_search_ends_exactly_like_an_uninterrupted_one(sandbox, extra)
     gdir = sandbox / "genotypes"
     strip = lambda p: read_genotype_file(p).fields  # noqa: E731 (comments name the run)
     assert strip(gdir / "straight.txt") == strip(gdir / "resumed.txt")
+    charged = [[(e["phase"], e["epoch"]) for e in session["epochs"]]             # cost.json: each epoch once
+               for session in json.loads((stopped / "cost.json").read_text())["sessions"]]
+    assert charged == [[("search", 1)], [("search", 2), ("search", 3)]]
 
 
 def test_search_batches_come_from_one_persistent_stream():

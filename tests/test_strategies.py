@@ -1,6 +1,7 @@
 """Search strategies as registered objects: what holds for every method, the hooks a method plugs
 into (options, stop rules, selection), collapse made visible, and the loop that runs them all."""
 import inspect
+import json
 import re
 from dataclasses import dataclass
 
@@ -220,6 +221,9 @@ def test_an_option_adds_a_stop_rule_and_a_selection_to_any_method(tmp_path, monk
     assert "the test rule fired: search stopped early" in (run / "log.txt").read_text()
     assert all(0 <= a <= 100 for a in calls["accuracies"]) and calls["tuned"]
     assert (tmp_path / "genotypes" / "probed.txt").exists()
+    cost = json.loads((run / "cost.json").read_text())
+    assert [(e["phase"], e["epoch"]) for e in cost["sessions"][0]["epochs"]] == [("search", 1), ("search", 2),
+                                                                                 ("selection", 1)]
 
 
 # ---------------------------------------------------------------------------------- hooks of the supernet and architect

@@ -1,40 +1,83 @@
-"""summarize_results on run folders that train.py itself wrote (digits, 1 epoch, tiny networks)."""
+"""summarize_results.py on a study the scripts themselves made on digits (tiny networks, 2 epochs):
+two searches with different seeds, each searched genotype trained twice, and two random genotypes
+trained once. The acceptance tests check both variance columns, the GPU-day total and the plots
+against the run folders; the others the per-genotype tables, CSV, sorting, skipping and errors.
+visualize.py --run is checked here too, on the study's search runs."""
 import csv
 import json
+import math
 import os
+import random
+import re
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import summarize_results
+from genotypes import PRIMITIVE_SETS
+from cost_file import GPU_TYPES, device_label
+from scripts import run_script
 from summarize_results import SummaryError
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "cnn" / "summarize_results.py"
-TRAININGS = [("DARTS_V2", 1), ("DARTS_V2", 2), ("DARTS_V1", 3)]
+SEARCH = ["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--steps", "2", "--multiplier", "2",
+          "--epochs", "2", "--max_steps", "2", "--batch_size", "32", "--report_freq", "0"]
+TRAIN = ["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--batch_size", "256", "--epochs", "2",
+         "--report_freq", "0"]
+SEARCH_SEEDS = (1, 2)
+RANDOM_SEEDS = (11, 12)
+TRAINING_SEEDS = (0, 1)
+GENOTYPES = ["random_11", "random_12", "searched_1", "searched_2"]
+
+
+def random_genotype(seed: int) -> str:
+    """A random two-step cell pair in the file format a random search writes (its origin comment first)."""
+    rng = random.Random(seed)
+    ops = [op for op in PRIMITIVE_SETS["DARTS"] if op != "none"]
+
+    def cell():
+        return [(rng.choice(ops), rng.randrange(node + 2)) for node in range(2) for _ in range(2)]
+    return (f"# written by train_search.py: random search on digits, seed {seed}\n"
+            f"Genotype(normal={cell()!r}, normal_concat=range(2, 4), reduce={cell()!r}, reduce_concat=range(2, 4))\n")
+
+
+def in_parallel(jobs):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(lambda job: run_script(*job, env=jobs[job]), jobs))
+    for proc in done:
+        assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
-def eval_dir(tmp_path_factory):
-    """logs/eval of three real train.py runs: DARTS_V2 with seeds 1 and 2, DARTS_V1 once (run in parallel)."""
-    logs = tmp_path_factory.mktemp("logs")
-    env = {**os.environ, "DARTS_LOGS_DIR": str(logs), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    procs = []
-    for arch, seed in TRAININGS:
-        cmd = [sys.executable, "cnn/train.py", "--arch", arch, "--dataset", "digits", "--init_channels", "4",
-               "--layers", "3", "--batch_size", "256", "--epochs", "1", "--seed", str(seed), "--save", f"run{seed}"]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    for proc in procs:
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, output[-3000:]
-    runs = sorted((logs / "eval").iterdir())
-    assert len(runs) == 3 and all((r / "results.json").is_file() for r in runs)
-    return logs / "eval"
+def study(tmp_path_factory):
+    """logs/search (2 searches), logs/eval (6 trainings) and genotypes/ (the 4 genotypes they use)."""
+    root = tmp_path_factory.mktemp("study")
+    env = {"DARTS_LOGS_DIR": str(root / "logs")}
+    genotypes = root / "genotypes"
+    genotypes.mkdir()
+    for seed in RANDOM_SEEDS:
+        (genotypes / f"random_{seed}.txt").write_text(random_genotype(seed))
+    first = {("tests/patched_script.py", "--genotypes_to", genotypes, "--",
+              "cnn/train_search.py", *SEARCH,
+              "--seed", seed, "--genotype_name", f"searched_{seed}"): env for seed in SEARCH_SEEDS}
+    first.update({("cnn/train.py", *TRAIN, "--arch", genotypes / f"random_{seed}.txt", "--seed", "0",
+                   "--save", f"random_{seed}"): env for seed in RANDOM_SEEDS})
+    in_parallel(first)
+    in_parallel({("cnn/train.py", *TRAIN, "--arch", genotypes / f"searched_{seed}.txt", "--seed", t,
+                  "--save", f"searched_{seed}_t{t}"): env for seed in SEARCH_SEEDS for t in TRAINING_SEEDS})
+    return root
+
+
+@pytest.fixture(scope="module")
+def eval_dir(study):
+    return study / "logs" / "eval"
 
 
 def results_of(eval_dir, arch):
@@ -52,10 +95,9 @@ def summarize(args, capsys):
     return captured.out, captured.err
 
 
-def block_of(out, title):
-    """The lines of the table whose title line is `title`."""
-    blocks = out.split("\n\n")
-    matching = [b.splitlines() for b in blocks if b.splitlines() and b.splitlines()[0] == title]
+def block(out, title_start):
+    """The lines of the one table whose title starts with `title_start`."""
+    matching = [b.splitlines() for b in out.split("\n\n") if b.startswith(title_start)]
     assert len(matching) == 1, out
     return matching[0]
 
@@ -63,8 +105,8 @@ def block_of(out, title):
 def test_one_table_per_genotype_with_mean_and_sample_std(eval_dir, capsys):
     out, err = summarize(sorted(eval_dir.iterdir()), capsys)
     assert err == ""
-    v2, v1 = block_of(out, "DARTS_V2 on digits: 2 runs"), block_of(out, "DARTS_V1 on digits: 1 run")
-    v2_results = results_of(eval_dir, "DARTS_V2")
+    v2, v1 = block(out, "searched_1 on digits: 2 runs"), block(out, "random_11 on digits: 1 run")
+    v2_results = results_of(eval_dir, "searched_1")
     finals = [d["final"]["test_top1"] for _, d in v2_results]
     bests = [d["best"]["test_top1"] for _, d in v2_results]
     for folder, data in v2_results:
@@ -74,7 +116,7 @@ def test_one_table_per_genotype_with_mean_and_sample_std(eval_dir, capsys):
     expected_final = f"{statistics.mean(finals):.2f} ± {statistics.stdev(finals):.2f}"
     expected_best = f"{statistics.mean(bests):.2f} ± {statistics.stdev(bests):.2f}"
     assert " ".join(footer[4:7]) == expected_final and " ".join(footer[7:10]) == expected_best
-    [(_, v1_data)] = results_of(eval_dir, "DARTS_V1")
+    [(_, v1_data)] = results_of(eval_dir, "random_11")
     v1_footer = next(line for line in v1 if line.startswith("mean ± std"))
     assert f"{v1_data['final']['test_top1']:.2f} ± -" in v1_footer
     assert "CIFAR-10.1" not in out  # digits runs have no CIFAR-10.1 scores
@@ -86,8 +128,8 @@ def test_csv_round_trips_with_the_csv_module(eval_dir, tmp_path, capsys):
     assert f"wrote {csv_path}" in out
     with open(csv_path, newline="") as f:
         rows = {(r["arch"], r["dataset"]): r for r in csv.DictReader(f)}
-    assert set(rows) == {("DARTS_V2", "digits"), ("DARTS_V1", "digits")}
-    for arch in ("DARTS_V2", "DARTS_V1"):
+    assert set(rows) == {(name, "digits") for name in GENOTYPES}
+    for arch in GENOTYPES:
         runs = results_of(eval_dir, arch)
         row = rows[(arch, "digits")]
         finals = [d["final"]["test_top1"] for _, d in runs]
@@ -99,7 +141,7 @@ def test_csv_round_trips_with_the_csv_module(eval_dir, tmp_path, capsys):
         assert float(row["wall_seconds_mean"]) == statistics.fmean(walls)
         assert float(row["params_m"]) == runs[0][1]["params"] / 1e6
         assert float(row["macs_m"]) == runs[0][1]["macs"] / 1e6
-        assert row["epochs"] == "1" and row["cifar10_1_top1_runs"] == "0" and row["cifar10_1_top1_mean"] == ""
+        assert row["epochs"] == "2" and row["cifar10_1_top1_runs"] == "0" and row["cifar10_1_top1_mean"] == ""
         assert row["run_folders"].split(";") == [str(folder) for folder, _ in runs]
         if len(runs) > 1:
             assert float(row["final_test_top1_std"]) == statistics.stdev(finals)
@@ -111,7 +153,7 @@ def test_csv_round_trips_with_the_csv_module(eval_dir, tmp_path, capsys):
 def test_parent_folders_are_searched_and_runs_count_once(eval_dir, capsys):
     one_run = sorted(eval_dir.iterdir())[0]
     out, _ = summarize([eval_dir.parent, one_run, one_run / "results.json"], capsys)
-    assert "DARTS_V2 on digits: 2 runs" in out and "DARTS_V1 on digits: 1 run" in out
+    assert "searched_1 on digits: 2 runs" in out and "random_11 on digits: 1 run" in out
 
 
 def copy_run(eval_dir, arch, dest):
@@ -129,33 +171,33 @@ def test_folders_without_results_are_listed_as_skipped(eval_dir, tmp_path, capsy
     assert err.splitlines() == [
         f"skipped {crashed}: no results.json (the run has not finished an epoch, or crashed before)",
         f"skipped {empty}: no results.json in it or below it"]
-    assert "DARTS_V2 on digits: 2 runs" in out
+    assert "searched_1 on digits: 2 runs" in out
 
 
 def test_incomplete_runs_are_skipped_unless_asked(eval_dir, tmp_path, capsys):
-    run = copy_run(eval_dir, "DARTS_V1", tmp_path)
+    run = copy_run(eval_dir, "random_11", tmp_path)
     info = json.loads((run / "args.json").read_text())
-    info["args"]["epochs"] = 5  # as if stopped (--stop_epoch 1) before the last of 5 epochs
+    info["args"]["epochs"] = 5  # as if stopped (--stop_epoch 2) before the last of 5 epochs
     (run / "args.json").write_text(json.dumps(info))
     with pytest.raises(SummaryError, match="nothing to summarise"):
         summarize([run], capsys)
-    assert "incomplete, 1 of 5 epochs" in capsys.readouterr().err
+    assert "incomplete, 2 of 5 epochs" in capsys.readouterr().err
     out, _ = summarize([run, "--include_incomplete"], capsys)
-    assert " 1/5* " in out and "stopped before its last epoch" in out
+    assert " 2/5* " in out and "stopped before its last epoch" in out
 
 
 def test_cifar10_1_column_when_runs_measured_it(eval_dir, tmp_path, capsys):
     # digits cannot measure CIFAR-10.1, so add the score train.py writes for CIFAR-10 runs to copies.
     values = [81.5, 83.0]
     for i, value in enumerate(values):
-        run = copy_run(eval_dir, "DARTS_V2", tmp_path / str(i))
+        run = copy_run(eval_dir, "searched_1", tmp_path / str(i))
         data = json.loads((run / "results.json").read_text())
         data["final"]["cifar10_1_top1"] = value
         (run / "results.json").write_text(json.dumps(data))
     out, _ = summarize([tmp_path / "*" / "*", "--csv", tmp_path / "s.csv"], capsys)
-    block = block_of(out, "DARTS_V2 on digits: 2 runs")
-    assert "CIFAR-10.1 top-1" in block[1]
-    footer = next(line for line in block if line.startswith("mean ± std"))
+    table = block(out, "searched_1 on digits: 2 runs")
+    assert "CIFAR-10.1 top-1" in table[1]
+    footer = next(line for line in table if line.startswith("mean ± std"))
     assert f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" in footer
     with open(tmp_path / "s.csv", newline="") as f:
         [row] = list(csv.DictReader(f))
@@ -166,10 +208,10 @@ def test_sort_and_group_by(eval_dir, capsys):
     out, _ = summarize([eval_dir, "--sort", "final"], capsys)
     titles = [b.splitlines()[0] for b in out.split("\n\n")]
     means = {a: statistics.fmean(d["final"]["test_top1"] for _, d in results_of(eval_dir, a))
-             for a in ("DARTS_V1", "DARTS_V2")}
+             for a in GENOTYPES}
     assert titles[0].startswith(max(means, key=means.get))
     out, _ = summarize([eval_dir, "--group_by", "dataset"], capsys)
-    assert out.startswith("any genotype on digits: 3 runs") and "note: these runs differ in params" in out
+    assert out.startswith("any genotype on digits: 6 runs") and "note: these runs differ in params" in out
     with pytest.raises(SummaryError, match="--group_by takes"):
         summarize([eval_dir, "--group_by", "arch,seed"], capsys)
 
@@ -182,14 +224,14 @@ def run_cli(args, cwd=REPO):
 def test_cli_from_repo_root_and_from_cnn(eval_dir):
     proc = run_cli([eval_dir / "*"])
     assert proc.returncode == 0, proc.stderr
-    assert "DARTS_V2 on digits: 2 runs" in proc.stdout
+    assert "searched_1 on digits: 2 runs" in proc.stdout
     proc = run_cli([os.path.relpath(eval_dir, REPO / "cnn")], cwd=REPO / "cnn")
-    assert proc.returncode == 0 and "DARTS_V1 on digits: 1 run" in proc.stdout
+    assert proc.returncode == 0 and "random_11 on digits: 1 run" in proc.stdout
 
 
 def test_unreadable_json_is_one_sentence_naming_the_file(eval_dir, tmp_path):
-    run = copy_run(eval_dir, "DARTS_V2", tmp_path)
-    (run / "results.json").write_text('{"arch": "DARTS_V2", "final": {')
+    run = copy_run(eval_dir, "searched_1", tmp_path)
+    (run / "results.json").write_text('{"arch": "searched_1", "final": {')
     proc = run_cli([run])
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"error: {run / 'results.json'} is not valid JSON")
@@ -200,3 +242,177 @@ def test_unreadable_json_is_one_sentence_naming_the_file(eval_dir, tmp_path):
 def test_missing_paths_are_one_sentence(tmp_path, argument, words):
     proc = run_cli([tmp_path / argument])
     assert proc.returncode == 2 and words in proc.stderr and proc.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------- acceptance
+
+def cost_files(study):
+    return [json.loads(p.read_text()) for p in sorted((study / "logs").glob("*/*/cost.json"))]
+
+
+@pytest.fixture(scope="module")
+def report(study):
+    """The summary printed, and the report folder, of summarize_results.py run on the whole logs/."""
+    out = study / "report"
+    done = run_script("cnn/summarize_results.py", study / "logs", "--out", out)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, out
+
+
+def row_of(lines, first_cell):
+    [line] = [line for line in lines if line.startswith(first_cell + " ")]
+    return line.split()
+
+
+def expected_method(runs_by_genotype, names):
+    """The numbers of cnn/study.py's docstring, from the results.json files."""
+    per_search = [[d["final"]["test_top1"] for _, d in runs_by_genotype[n]] for n in names]
+    means = [statistics.fmean(v) for v in per_search]
+    df = sum(len(v) - 1 for v in per_search)
+    pooled = math.sqrt(sum((len(v) - 1) * statistics.variance(v) for v in per_search if len(v) > 1) / df) if df else None
+    return statistics.fmean(means), statistics.stdev(means), pooled
+
+
+def test_both_variance_columns_match_the_run_folders(eval_dir, report):
+    out, folder = report
+    runs = {name: results_of(eval_dir, name) for name in GENOTYPES}
+    searched = [f"searched_{s}" for s in SEARCH_SEEDS]
+    random_names = [f"random_{s}" for s in RANDOM_SEEDS]
+    methods = block(out, "Search methods")
+    mean, across, pooled = expected_method(runs, searched)
+    assert row_of(methods, "darts")[:8] == ["darts", "digits", "digits", "2", "4", f"{mean:.2f}", f"{across:.2f}",
+                                            f"{pooled:.2f}"]
+    mean, across, pooled = expected_method(runs, random_names)
+    assert pooled is None
+    assert row_of(methods, "random (baseline)")[2:9] == ["digits", "digits", "2", "2", f"{mean:.2f}", f"{across:.2f}",
+                                                         "-"]
+    with open(folder / "methods.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    mean, across, pooled = expected_method(runs, searched)
+    assert float(rows["darts"]["final_test_top1_mean"]) == pytest.approx(mean)
+    assert float(rows["darts"]["std_across_searches"]) == pytest.approx(across)
+    assert float(rows["darts"]["std_across_training_seeds"]) == pytest.approx(pooled)
+    assert rows["darts"]["pooled_df"] == "2" and rows["random"]["baseline"] == "True"
+    assert rows["random"]["std_across_training_seeds"] == ""
+
+
+def test_trainings_are_grouped_by_the_search_run_that_made_their_genotype(study, eval_dir, report):
+    out, folder = report
+    runs = {name: results_of(eval_dir, name) for name in GENOTYPES}
+    table = block(out, "Searches: darts, searched on digits, trained on digits: 2 searches, 4 trainings")
+    by_seed = {json.loads((f / "args.json").read_text())["args"]["seed"]: f for f in (study / "logs" / "search").iterdir()}
+    search_folders = [by_seed[seed] for seed in SEARCH_SEEDS]
+    for seed, search_folder in zip(SEARCH_SEEDS, search_folders):
+        finals = [d["final"]["test_top1"] for _, d in runs[f"searched_{seed}"]]
+        cost = json.loads((search_folder / "cost.json").read_text())
+        row = row_of(table, search_folder.name)
+        assert row[1:4] == [str(seed), f"searched_{seed}", "2"]
+        assert " ".join(row[4:7]) == f"{statistics.fmean(finals):.2f} ± {statistics.stdev(finals):.2f}"
+        assert row[7] == f"{cost['device_hours']:.4g}"
+        assert cost["phases"]["search"]["epochs"] == 2 and set(cost["phases"]) == {"search"}
+    with open(folder / "searches.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["genotype"], r["trainings"]) for r in rows] == [
+        ("darts", "searched_1", "2"), ("darts", "searched_2", "2"), ("random", "random_11", "1"),
+        ("random", "random_12", "1")]
+    assert rows[0]["search_folder"] == str(search_folders[0]) and rows[2]["search_folder"] == ""
+    random_table = block(out, "Searches: random (baseline)")
+    assert "search run not found" in random_table[-1] and "random_11, random_12" in random_table[-1]
+    assert "origin: darts search on digits, seed 2, run " + search_folders[1].name in block(out, "searched_2 on")
+
+
+def test_the_gpu_day_total_adds_up_every_cost_json(study, report):
+    out, folder = report
+    costs = cost_files(study)
+    assert len(costs) == 2 + 6
+    gpu = {"search": 0.0, "selection": 0.0, "training": 0.0}
+    cpu = 0.0
+    for cost in costs:
+        for session in cost["sessions"]:
+            for entry in session["epochs"]:
+                days = entry["seconds"] * session["device_count"] / 3600 / 24
+                if session["device_type"] in GPU_TYPES:
+                    gpu[entry["phase"]] += days
+                else:
+                    cpu += days
+
+    def amount(value):
+        return "0" if value == 0 else f"{value:.4g}"
+    [line] = [line for line in out.splitlines() if line.startswith("total GPU-days of the study: ")]
+    expected = (f"total GPU-days of the study: {amount(sum(gpu.values()))} (search {amount(gpu['search'])} + "
+                f"selection {amount(gpu['selection'])} + training {amount(gpu['training'])})")
+    assert line == expected + (f"; on CPUs: {amount(cpu)} device-days" if cpu else "")
+    with open(folder / "cost.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sum(float(r["device_days"]) for r in rows) == pytest.approx(sum(gpu.values()) + cpu)
+    assert {r["phase"] for r in rows if float(r["device_days"]) > 0} == {"search", "training"}
+
+
+def test_a_selection_run_counts_in_the_cost_and_not_in_the_accuracies(eval_dir, tmp_path, capsys):
+    [(original, _), _] = results_of(eval_dir, "searched_1")
+    copy = Path(shutil.copytree(original, tmp_path / "selection", ignore=shutil.ignore_patterns("*.pt")))
+    cost = json.loads((copy / "cost.json").read_text())
+    for session in cost["sessions"]:   # as train.py --selection_run charges it
+        for entry in session["epochs"]:
+            entry["phase"] = "selection"
+    (copy / "cost.json").write_text(json.dumps(cost))
+    out, _ = summarize([*sorted(eval_dir.iterdir()), copy], capsys)
+    assert not [line for line in block(out, "searched_1 on digits: 2 runs") if line.startswith("selection")]
+    assert "1 selection run (train.py --selection_run): counted here, left out of the accuracies." in out
+    selection_days = sum(e["seconds"] * s["device_count"] for s in cost["sessions"] for e in s["epochs"]) / 3600 / 24
+    label = device_label(cost["sessions"][0]["device_type"], cost["sessions"][0]["device_name"])
+    [row] = [line for line in block(out, "Cost of the study") if line.startswith(label)]
+    assert row[len(label):].split()[2] == f"{selection_days:.4g}"   # runs, search, selection, ...
+    with pytest.raises(SummaryError, match="other than selection runs"):
+        summarize([copy], capsys)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13, path
+    return struct.unpack(">II", data[16:24])
+
+
+def test_the_report_folder_holds_markdown_csv_and_valid_pngs(study, report):
+    out, folder = report
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["accuracy_per_epoch.png", "accuracy_vs_size.png", "cost.csv", "genotypes.csv", "methods.csv",
+                     "searches.csv", "summary.md"]
+    for png in folder.glob("*.png"):
+        width, height = png_size(png)
+        assert 200 <= width <= 5000 and 200 <= height <= 5000, (png, width, height)
+    markdown = (folder / "summary.md").read_text()
+    assert "### Search methods" in markdown and "| darts | digits | digits | 2 | 4 |" in markdown
+    assert "total GPU-days of the study" in markdown
+    with open(folder / "genotypes.csv", newline="") as f:
+        assert sorted(r["arch"] for r in csv.DictReader(f)) == ["random_11", "random_12", "searched_1", "searched_2"]
+
+
+def test_per_epoch_accuracy_comes_from_each_runs_tensorboard_log(eval_dir):
+    for name in GENOTYPES:
+        for folder, data in results_of(eval_dir, name):
+            curve = summarize_results.test_accuracy_per_epoch(folder)
+            assert sorted(curve) == [1, 2]
+            assert curve[2] == pytest.approx(data["final"]["test_top1"], rel=1e-6)
+
+
+def test_visualize_run_draws_the_cells_and_weights_of_a_search(study, tmp_path):
+    run = sorted((study / "logs" / "search").iterdir())[0]
+    done = run_script("cnn/visualize.py", "--run", run, "--epochs", "1,2", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "cells_epochs_1-2.png"), str(tmp_path / "weights_epochs_1-2.png")]
+    for png in tmp_path.iterdir():
+        width, height = png_size(png)
+        assert 200 <= width <= 5000 and 200 <= height <= 5000, (png, width, height)
+
+
+def test_the_readme_shows_one_small_png_of_each_plot_kind():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = [REPO / p for p in re.findall(r"\]\((docs/images/[^)]+\.png)\)", readme)]
+    kinds = ["accuracy_per_epoch", "accuracy_vs_size", "search_cells_epochs", "search_weights_epochs"]
+    assert sorted(p.stem.split("_1")[0] for p in shown) == kinds
+    for png in shown:
+        width, height = png_size(png)
+        assert 200 <= width <= 5000 and 200 <= height <= 5000 and png.stat().st_size < 200_000, png

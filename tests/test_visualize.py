@@ -1,5 +1,7 @@
 """Cell diagrams: rendered files are real images, per-cell genotypes get one file per gene,
-and the CLI answers bad input and a missing `dot` the way the house rules say."""
+the CLI answers bad input and a missing `dot` the way the house rules say, and --run draws a
+search run's derived cells and weights at chosen epochs."""
+import json
 import os
 import shutil
 import subprocess
@@ -7,10 +9,15 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from genotypes import CellGenes, Edge, load_architecture
+import search_figures
+import visualize
+from cli import FlagError
+from genotypes import PRIMITIVE_SETS, CellGenes, Edge, load_architecture
+from scripts import run_script
 from visualize import cell_graph, draw_architecture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -178,3 +185,127 @@ def test_cli_does_not_draw_recurrent_genotypes_as_cells(tmp_path):
         assert result.returncode == 2
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and words in result.stderr
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ --run
+
+DARTS_OPS = list(PRIMITIVE_SETS["DARTS"])
+
+
+def search_run_folder(root: Path, weights_by_epoch: dict, **args) -> Path:
+    """A run folder as train_search.py leaves it: args.json and weights/epoch_NNN.npy."""
+    settings = {"primitives": "DARTS", "steps": 2, "multiplier": 2, "layout": "shared", "parse_method": "darts",
+                "op_threshold": 0.85, **args}
+    (root / "weights").mkdir(parents=True)
+    (root / "args.json").write_text(json.dumps({"args": settings}))
+    for epoch, weights in weights_by_epoch.items():
+        np.save(root / "weights" / f"epoch_{epoch:03d}.npy", np.asarray(weights, dtype=np.float64))
+    return root
+
+
+def cell_weights(strongest: dict[int, tuple[str, float]]) -> np.ndarray:
+    """(5 edges, 8 ops) of a two-step cell: 0.01 everywhere but the given (op, weight) per edge."""
+    w = np.full((5, len(DARTS_OPS)), 0.01)
+    for edge, (op, value) in strongest.items():
+        w[edge, DARTS_OPS.index(op)] = value
+    return w
+
+
+# edges: 0->2, 1->2, 0->3, 1->3, 2->3
+NORMAL = cell_weights({0: ("sep_conv_3x3", 0.9), 1: ("skip_connect", 0.8), 2: ("none", 0.99),
+                       3: ("max_pool_3x3", 0.7), 4: ("dil_conv_3x3", 0.95)})
+
+
+def test_run_cells_follow_the_parse_rule_of_the_run(tmp_path):
+    darts = search_figures.RunSettings(tuple(DARTS_OPS), 2, 2, "shared", "darts", 0.85)
+    cell = search_figures.derived_cell(NORMAL, darts)
+    # node 2 keeps both its inputs, strongest first; node 3 its two strongest ('none' never counts)
+    assert cell.edges == (Edge("sep_conv_3x3", 2, 0), Edge("skip_connect", 2, 1), Edge("dil_conv_3x3", 3, 2),
+                          Edge("max_pool_3x3", 3, 1))
+    assert cell.concat == (2, 3)
+    sparse = search_figures.RunSettings(tuple(DARTS_OPS), 2, 2, "per_cell", "threshold_sparse", 0.85)
+    cell = search_figures.derived_cell(NORMAL, sparse)
+    assert cell.edges == (Edge("sep_conv_3x3", 2, 0), Edge("dil_conv_3x3", 3, 2)) and cell.concat == (2, 3)
+    assert search_figures.derived_cell(np.full((5, 8), 0.5), sparse).edges == ()   # early in a threshold search
+    assert search_figures.set_names(sparse, 5) == ["cell 0", "cell 1 (reduction)", "cell 2", "cell 3 (reduction)", "cell 4"]
+    assert search_figures.edge_labels(2) == ["c_{k-2} → 0", "c_{k-1} → 0", "c_{k-2} → 1", "c_{k-1} → 1", "0 → 1"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG"
+        return image.size
+
+
+@needs_dot
+def test_run_draws_chosen_epochs_into_one_image_each(tmp_path):
+    run = search_run_folder(tmp_path / "run", {1: [NORMAL, NORMAL], 2: [NORMAL, NORMAL[::-1]], 3: [NORMAL, NORMAL]})
+    result = run_cli(str(SCRIPT), "--run", str(run), "--epochs", "1,3")
+    assert result.returncode == 0, result.stderr
+    cells, weights = run / "figures" / "cells_epochs_1-3.png", run / "figures" / "weights_epochs_1-3.png"
+    assert result.stdout.split() == [str(cells), str(weights)]
+    one_epoch = search_figures.draw_run(run, "1", tmp_path / "one")
+    assert [p.name for p in one_epoch] == ["cells_epochs_1.png", "weights_epochs_1.png"]
+    (width, height), (width_1, height_1) = png_size(cells), png_size(one_epoch[0])
+    assert width >= width_1 and height > 1.8 * height_1     # two rows of cells, not one
+    assert png_size(weights)[1] > png_size(one_epoch[1])[1]
+    default = search_figures.draw_run(run, None, tmp_path / "default")   # first, middle and last epoch
+    assert [p.name for p in default] == ["cells_epochs_1-2-3.png", "weights_epochs_1-2-3.png"]
+
+
+@pytest.mark.parametrize("make, flags, words", [
+    (lambda root: root, ["--epochs", "1"], "has no weights/ folder"),
+    (lambda root: search_run_folder(root / "r", {1: [NORMAL, NORMAL]}), ["--epochs", "1,5"],
+     "epoch 5 has no weights in this run; it recorded epochs 1 to 1"),
+    (lambda root: search_run_folder(root / "r", {1: [NORMAL, NORMAL]}), ["--epochs", "last"],
+     "--epochs takes epoch numbers separated by commas"),
+    (lambda root: search_run_folder(root / "r", {1: [NORMAL, NORMAL]}, steps=3), [],
+     "holds weights of shape (2, 5, 8), but the run's args.json gives (sets, 9, 8)"),
+    (lambda root: search_run_folder(root / "r", {1: [NORMAL, NORMAL]}, primitives="NO_SUCH_SET"), [],
+     "is not the args.json of a train_search.py run"),
+])
+@needs_dot
+def test_run_refuses_bad_folders(tmp_path, make, flags, words):
+    run = make(tmp_path)
+    with pytest.raises(search_figures.RunError) as refused:
+        visualize.main(["--run", str(run), *flags])
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+    assert not (run / "figures").exists()
+
+
+@needs_dot
+def test_run_refusal_is_one_sentence_on_the_command_line(tmp_path):
+    result = run_cli(str(SCRIPT), "--run", str(tmp_path))
+    assert result.returncode == 2 and result.stderr == f"error: {tmp_path} has no weights/ folder: --run takes a " \
+        "train_search.py run folder such as logs/search/<run>\n"
+
+
+@pytest.mark.parametrize("args, words", [(["DARTS_V2", "--epochs", "1"], "--epochs chooses the epochs of a search run"),
+                                         ([], "give a genotype to draw, or --run"),
+                                         (["DARTS_V2", "--run", "x"], "give a genotype to draw, or --run"),
+                                         (["--run", "x", "--format", "svg"], "--run writes PNG images")])
+def test_run_flags_are_checked(args, words):
+    with pytest.raises(FlagError, match=words):
+        visualize.parse_args(args)
+
+
+@pytest.mark.slow   # a search; the quick end-to-end test of --run is in test_summarize_results.py
+@needs_dot
+def test_run_of_a_real_per_cell_search_draws_every_cell(tmp_path):
+    env = {"DARTS_LOGS_DIR": str(tmp_path / "logs")}
+    done = run_script("tests/patched_script.py", "--genotypes_to", tmp_path, "--", "cnn/train_search.py",
+                      "--method", "ddarts", "--dataset", "digits", "--init_channels", "4", "--layers", "3", "--steps",
+                      "2", "--multiplier", "2", "--epochs", "2", "--max_steps", "1", "--batch_size", "16",
+                      "--report_freq", "0", "--op_threshold", "0.3", "--genotype_name", "per_cell", env=env)
+    assert done.returncode == 0, done.stderr
+    [run] = list((tmp_path / "logs" / "search").iterdir())
+    settings = search_figures.run_settings(run)
+    assert (settings.layout, settings.parse_method, settings.op_threshold) == ("per_cell", "threshold_sparse", 0.3)
+    weights = np.load(run / "weights" / "epoch_002.npy")
+    assert weights.shape == (3, 5, len(PRIMITIVE_SETS["DDARTS_7"]))
+    done = run_script("cnn/visualize.py", "--run", run, "--epochs", "1,2")
+    assert done.returncode == 0, done.stderr
+    for path in done.stdout.split():
+        width, height = png_size(Path(path))
+        assert 200 <= width <= 5000 and 200 <= height <= 5000

@@ -1,5 +1,6 @@
 """Architecture search: every method of cnn/strategies/ (DARTS first/second order, sharpDARTS,
-D-DARTS, DARTOpti, PC-DARTS, ...) in one loop.
+D-DARTS, DARTOpti, PC-DARTS, DARTS-, beta-DARTS, SDARTS, GDAS, DrNAS, random search) in one loop,
+with DARTS+'s early stop and DARTS-PT's selection as options of any of them.
 
     python cnn/train_search.py --unrolled                                    # DARTS, second order
     python cnn/train_search.py --batch_size 96 --pretrain_epochs 0 --init_channels 16 --amp --no_arch_metric
@@ -8,6 +9,8 @@ D-DARTS, DARTOpti, PC-DARTS, ...) in one loop.
         --save NAME --init_channels 16 --epochs 120 --cutout --autoaugment --seed 22 \\
         --weighting_algorithm max_w --primitives DARTS_PRIMITIVES               # sharpDARTS
     python cnn/train_search.py --method pcdarts                                  # PC-DARTS, K=4
+    python cnn/train_search.py --method gdas --selection pt --early_stop         # GDAS, DARTS-PT, DARTS+
+    python cnn/train_search.py --method random --samples 8                       # random-search baseline
 
 Strategy (``--method``, one registered class of cnn/strategies/ each; ``auto``, the default,
 infers it from the flags of the original scripts):
@@ -222,6 +225,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warmup_epochs = min(args.warmup_epochs, max(args.epochs + args.pretrain_epochs - 1, 0))
     args.arch_betas = list(args.arch_betas)
     STRATEGIES.check_flags(args.method, args)
+    OPTIONS.check_option_flags(args)
     make_strategy(args)
     return args
 

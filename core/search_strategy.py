@@ -154,6 +154,16 @@ class Registry(dict):
                 if getattr(args, flag.dest, None) is not None and flag.dest not in reads:
                     raise StrategyError(f"{flag.name} is a flag of --method {owner}, not of --method {method}")
 
+    def check_option_flags(self, args: argparse.Namespace) -> None:
+        """Refuse a flag of a search option that is not switched on: it would be ignored silently."""
+        for name, cls in self.items():
+            if cls.enabled(args):
+                continue
+            for flag in cls.FLAGS:
+                if flag.dest != cls.ENABLED_BY and getattr(args, flag.dest, None) is not None:
+                    raise StrategyError(f"{flag.name} belongs to option {name}, which --{cls.ENABLED_BY} switches "
+                                        "on; add that flag or drop this one")
+
     def infer(self, given_flags: Iterable[str], default: str) -> tuple[str, str]:
         """(method, why) from the flags given: a SELECTED_BY flag decides; else the HINT_FLAGS, and
         two methods' hints at once ask for --method."""

@@ -16,8 +16,7 @@ import paths
 import run_dir
 import train_search
 from architect import ArchConfig, Architect, ArchTerms
-from genotypes import PRIMITIVE_SETS, RangeLiteral, darts_record, load_architecture, nested_record
-from model import NetworkCIFAR
+from genotypes import PRIMITIVE_SETS, RangeLiteral, darts_record, nested_record
 from model_search import CellResult, EdgeWeights, SearchNetwork, make_spec, parameter_free
 from runtime import Precision
 from search_run import EpochRecord, StopRule
@@ -25,6 +24,7 @@ from search_strategy import Flag, SearchOption
 from strategies import OPTIONS, STRATEGIES
 from strategies.base import CellSearchConfig
 from strategies.darts import Darts
+from scripts import assert_train_py_trains
 from test_search import search
 from weight_report import WeightTable, colour, heatmap_png
 
@@ -79,7 +79,7 @@ def test_every_method_says_where_its_defaults_come_from_and_is_in_the_readme_tab
     assert cls.SOURCE and cls.SUMMARY
     readme = (paths.REPO_ROOT / "README.md").read_text()
     assert re.search(rf"^\| `--method {name}`", readme, re.M), f"README's table of methods lacks --method {name}"
-    flags = next(iter(cls.variants().values()))
+    flags = next(iter(cls.variants().values()), ())   # random search has none: nothing to time
     args = train_search.parse_args(["--method", name, *flags])
     for key, value in cls.DEFAULTS.items():
         if f"--{key}" not in flags:
@@ -91,16 +91,23 @@ SEARCHED_HERE = ["darts_minus", "beta_darts", "sdarts_rs", "sdarts_adv", "drnas"
 
 
 @pytest.mark.parametrize("name", SEARCHED_HERE)
-def test_a_method_searches_an_epoch_on_digits_and_writes_a_genotype_that_builds(tmp_path, monkeypatch, name):
+def test_a_method_searches_an_epoch_on_digits_and_writes_a_genotype_that_train_py_trains(tmp_path, monkeypatch,
+                                                                                         name):
     monkeypatch.setenv("DARTS_LOGS_DIR", str(tmp_path / "logs"))
     monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", tmp_path / "genotypes")
     search("--method", name, "--dataset", "digits", *TINY, "--batch_size", "16", "--epochs", "1",
            "--pretrain_epochs", "0", "--max_steps", "1", "--report_freq", "0", "--genotype_name", name)
     run = next((tmp_path / "logs" / "search").iterdir())
     assert f"method {name} (--method)" in (run / "log.txt").read_text()
-    arch = load_architecture(str(tmp_path / "genotypes" / f"{name}.txt"))
-    net = NetworkCIFAR(8, 10, 3, False, arch)
-    assert net(torch.randn(2, 3, 16, 16))[0].shape == (2, 10)
+    assert_train_py_trains(tmp_path / "genotypes" / f"{name}.txt", tmp_path / "logs")
+
+
+def test_a_flag_of_an_option_that_is_off_is_refused_in_one_sentence(capsys):
+    with pytest.raises(SystemExit):
+        cli.run(lambda: train_search.main(["--method", "darts", "--early_stop_patience", "3"]))
+    assert capsys.readouterr().err.strip() == ("error: --early_stop_patience belongs to option early_stop, which "
+                                               "--early_stop switches on; add that flag or drop this one")
+    assert train_search.parse_args(["--early_stop", "--early_stop_patience", "3"]).early_stop_patience == 3
 
 
 def test_a_flag_of_another_method_is_refused_in_one_sentence(capsys):

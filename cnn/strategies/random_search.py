@@ -58,6 +58,11 @@ class RandomSearch(CellStrategy):
     total_epochs = 0
     config: RandomSearchConfig
 
+    @classmethod
+    def variants(cls) -> dict[str, tuple[str, ...]]:
+        """None: it trains no supernet, so bench/search_speed.py has no iteration of it to time."""
+        return {}
+
     def describe_update(self) -> str:
         return f"none: {self.config.samples} genotypes drawn uniformly with seed {self.config.seed}"
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import torch
-import torchvision
 
 from paths import LOGS_DIR, REPO_ROOT
 from textfiles import write_text_atomic
@@ -49,7 +48,8 @@ def record_invocation(run_dir: Path, args: dict, device: torch.device) -> None:
         "args": args,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        # not imported here: it takes seconds, and the language models (rnn/) never use it
+        "torchvision": getattr(sys.modules.get("torchvision"), "__version__", "not used"),
         "git_commit": git_commit(),
         "device": str(device),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -228,3 +228,18 @@ def test_a_step_scales_the_learning_rate_by_its_length_and_asgd_evaluates_the_av
     sgd = make_optimizer("sgd", model, 20.0, 0.0)
     with averaged_weights(model, sgd):
         assert all(torch.equal(p, q) for p, q in zip(model.parameters(), trained))
+
+
+DEMO = ["--data", "pydoc", "--emsize", "256", "--nhid", "256", "--nhidlast", "256", "--batch_size", "32", "--epochs", "6",
+        "--dropout", "0.3", "--dropoutx", "0.2", "--dropouth", "0.1", "--dropouti", "0.1", "--dropoute", "0"]
+
+
+@pytest.mark.slow
+def test_the_readme_demo_beats_the_unigram_baseline_by_far(tmp_path):
+    """README, "Quick offline training": DARTS_V2 on the pydoc corpus, about 4 minutes on one thread."""
+    done = train(tmp_path, *DEMO, "--save", "pydoc_demo")
+    assert done.returncode == 0, done.stderr
+    (run,) = runs(tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    assert results["arch"] == "DARTS_V2" and results["params"] == 1_831_659
+    assert results["test_ppl"] < 0.5 * results["unigram_test_ppl"]

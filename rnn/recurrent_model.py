@@ -16,9 +16,10 @@ Dropouts, as DARTS names them: ``dropoute`` drops whole words from the embedding
 ``dropout`` the cell's output; each draws one mask per sequence in the batch and keeps it over
 time (variational, "locked" dropout).
 
-Differences from the reference in the arithmetic, not the function: the input half of
-``[x_t, h_{t-1}] @ W0`` is computed for every time step at once, before the loop, and the
-highway update is one ``torch.lerp`` (fewer operations per step on a CPU).
+One difference from the reference in the arithmetic, not the function: the input half of
+``[x_t, h_{t-1}] @ W0`` is computed for every time step at once, before the loop. (The highway
+update stays in plain arithmetic: ``torch.lerp`` would save operations but does not promote
+types, which mixed precision needs.)
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ class RecurrentCell(nn.Module):
         """s0 from this step's share of x_t @ W0 and the (dropped) previous hidden state."""
         masked = h_prev if h_mask is None else h_prev * h_mask
         c0, h0 = torch.addmm(x_part, masked, self._W0[-self.nhid:]).split(self.nhid, dim=-1)
-        return torch.lerp(h_prev, h0.tanh(), c0.sigmoid())          # h_prev + c0 * (h0 - h_prev)
+        return h_prev + c0.sigmoid() * (h0.tanh() - h_prev)
 
     def cell(self, x_part: torch.Tensor, h_prev: torch.Tensor, h_mask: torch.Tensor | None, *extra) -> torch.Tensor:
         raise NotImplementedError
@@ -119,7 +120,7 @@ class DARTSCell(RecurrentCell):
         for i, (name, pred) in enumerate(self.steps):
             s_prev = states[pred]
             c, h = ((s_prev if h_mask is None else s_prev * h_mask) @ self._Ws[i]).split(self.nhid, dim=-1)
-            states.append(torch.lerp(s_prev, ACTIVATIONS[name](h), c.sigmoid()))
+            states.append(s_prev + c.sigmoid() * (ACTIVATIONS[name](h) - s_prev))
         return torch.stack([states[i] for i in self.concat], -1).mean(-1)
 
 

@@ -59,7 +59,7 @@ class SearchCell(RecurrentCell):
             w = probs[offset:offset + i + 1].unsqueeze(-1).unsqueeze(-1)          # (i + 1, ops, 1, 1)
             mixed = sum(w[:, k] * f(h) for k, f in self._active)
             kept = w[:, active].sum(1) * states
-            s = torch.lerp(kept, mixed, c).sum(0)
+            s = (kept + c * (mixed - kept)).sum(0)
             states = torch.cat([states, self.bn(s).unsqueeze(0)], 0)
             offset += i + 1
         return states[-self.n_concat:].mean(0)

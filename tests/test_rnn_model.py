@@ -194,3 +194,18 @@ def test_the_parse_takes_the_strongest_non_none_op_of_the_strongest_predecessor(
         "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
     tied = np.full((36, 5), 0.2)
     assert to_recurrent(parse_recurrent(tied, SEARCH_PRIMITIVES), "t").steps == (("tanh", 0),) * 8
+
+
+@pytest.mark.parametrize("search", [False, True])
+def test_mixed_precision_runs_forward_and_backward(search):
+    """--amp on CUDA autocasts the matmuls; the same code under CPU bfloat16 autocast must run (the
+    cell mixes float32 states with low-precision matmul outputs) and keep the loss in float32."""
+    torch.manual_seed(0)
+    model = RNNModelSearch(30, 8, 8, Dropouts()) if search else build("DARTS_V2", 30, 8, Dropouts())
+    x = torch.randint(0, 30, (5, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_prob, hidden, raw, dropped = model(x, model.init_hidden(4), return_h=True)
+        loss = F.nll_loss(log_prob.float().reshape(-1, 30), x.reshape(-1))
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -2,12 +2,14 @@
 
     python bench/search_speed.py                                   # DARTS defaults: C=16, 8 layers, batch 64, 32 px
     python bench/search_speed.py --device cpu --batch_size 16 --layers 5   # a CPU takes ~40 s per full iteration
+    python bench/search_speed.py --device cpu --threads 1 --strategies darts_first_order pcdarts
 
-One iteration is what train_search.py does per training batch: the architecture step on a
-search batch (none for `plain`) and the network-weight step on a training batch, built by the
-same code (``train_search.build_engine`` from the strategy's command-line flags, and
-``architect.search_iteration``). Inputs are random tensors already on the device, so data
-loading is not measured.
+The strategies are those of the registry (cnn/strategies/): every variant each method declares
+(``VARIANTS``: e.g. DARTS first and second order), so a new method is measured without an edit
+here. One iteration is what train_search.py does per training batch: the architecture step on a
+search batch and the network-weight step on a training batch, built by the same code
+(``train_search.build_engine`` from the variant's command-line flags, and ``Engine.step``).
+Inputs are random tensors already on the device, so data loading is not measured.
 
 Each strategy runs in a fresh subprocess, which also measures the plain network-weight step of
 its own supernet (no architecture update) and reports the ratio to it, as the house rules ask
@@ -40,16 +42,13 @@ CNN_DIR = Path(__file__).resolve().parent.parent / "cnn"
 sys.path.insert(0, str(CNN_DIR))
 import core_path  # noqa: E402,F401
 
-# Command-line flags of train_search.py that select each strategy.
-STRATEGIES = {
-    "darts_first_order": ["--method", "darts"],
-    "darts_second_order": ["--method", "darts", "--unrolled"],
-    "sharp_scalar": ["--method", "sharp", "--weighting_algorithm", "scalar", "--primitives", "DARTS_PRIMITIVES"],
-    "sharp_max_w": ["--method", "sharp", "--weighting_algorithm", "max_w", "--primitives", "DARTS_PRIMITIVES"],
-    "ddarts_nested": ["--method", "ddarts"],
-    "dartopti_resnet18": ["--method", "dartopti", "--arch_baseline", "ResNet18"],
-    "sharp_multi_channel": ["--method", "sharp", "--weighting_algorithm", "max_w", "--multi_channel"],
-}
+
+
+def strategies() -> dict[str, list[str]]:
+    """Variant name -> train_search.py flags, for every registered method."""
+    from strategies import STRATEGIES
+    return {variant: ["--method", name, *flags] for name, cls in STRATEGIES.items()
+            for variant, flags in cls.variants().items()}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", default=list(strategies()), choices=list(strategies()))
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)   # internal: measure one strategy here
     return p.parse_args(argv)
 
@@ -78,19 +77,18 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     import torch
 
     import train_search
-    from architect import search_iteration
     from runtime import Precision, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     precision = Precision(device, args.amp)
-    flags = STRATEGIES[name] + ["--init_channels", str(args.init_channels), "--layers", str(args.layers),
-                                "--batch_size", str(args.batch_size), "--seed", "0"]
-    search_args = train_search.parse_args(flags)
+    flags = strategies()[name] + ["--init_channels", str(args.init_channels), "--layers", str(args.layers),
+                                  "--batch_size", str(args.batch_size), "--seed", "0"]
+    strategy, _ = train_search.make_strategy(train_search.parse_args(flags))
     torch.manual_seed(0)
     rss_before = _rss_mb()
-    engine = train_search.build_engine(search_args, 10, "cifar", device, precision)
+    engine = train_search.build_engine(strategy, 10, "cifar", device, precision)
     model, fmt = engine.model, engine.memory_format
     n, side = args.batch_size, args.image_size
     x = torch.randn(n, 3, side, side, device=device).contiguous(memory_format=fmt)
@@ -99,14 +97,13 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     ys = torch.randint(0, 10, (n,), device=device)
     model.train()
 
-    def run(architect, count: int) -> list[float]:
+    def run(searching: bool, count: int) -> list[float]:
         times = []
         for _ in range(count):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
-            search_iteration(model, architect, engine.optimizer, precision, x, y, lambda: (xs, ys),
-                             grad_clip=search_args.grad_clip, single_level=search_args.single_level)
+            engine.step((x, y), lambda: (xs, ys), searching)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - started)
@@ -114,11 +111,11 @@ def measure(args: argparse.Namespace, name: str) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    run(engine.architect, args.warmup)
-    seconds = statistics.median(run(engine.architect, args.iterations))
+    run(True, args.warmup)
+    seconds = statistics.median(run(True, args.iterations))
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mb()
-    run(None, args.warmup)
-    plain = statistics.median(run(None, args.iterations))
+    run(False, args.warmup)
+    plain = statistics.median(run(False, args.iterations))
     result = {
         "images_per_s": round(n / seconds, 2),
         "seconds_per_iteration": round(seconds, 4),
@@ -133,14 +130,9 @@ def measure(args: argparse.Namespace, name: str) -> dict:
 
 
 def _supernet_summary(engine) -> dict:
-    params = round(sum(p.numel() for p in engine.model.weight_parameters()) / 1e6, 4)
-    if engine.spec is None:     # the multi-channel grid
-        model = engine.model
-        return {"widths": list(model.channels), "layers": len(model.op_grid), "params_M": params,
-                "weighting": model.weighting}
-    spec = engine.spec
-    return {"layers": spec.layers, "init_channels": spec.init_channels, "primitives": len(spec.primitives),
-            "weight_sets": spec.n_sets, "params_M": params, "layout": spec.layout, "weighting": spec.weighting}
+    model = engine.model
+    return {"params_M": round(sum(p.numel() for p in model.weight_parameters()) / 1e6, 4),
+            "arch_params": sum(a.numel() for a in model.arch_parameters()), "describe": model.describe()}
 
 
 def main(argv=None) -> None:

@@ -24,9 +24,29 @@ primitive registered in ``OPS`` is searchable as soon as it is named in a primit
 get a non-affine BatchNorm after them, as in DARTS. ``none`` is never computed: it contributes
 ``w * 0``, which is nothing, to the sum and to every gradient.
 
+The forward contract, all that a faster mixed op must keep (the strategies build on nothing else):
+
+* a mixed op is built as ``mixed_op(C, stride, primitives, family, mid_channels)`` and called as
+  ``op(x, coefficients, active=None)``: ``coefficients`` is the edge's row (n_ops,); it returns
+  ``sum_k coefficients[k] * op_k(x)`` over the ops other than ``none``, or, given ``active``
+  (an int: the one op a sampling strategy such as GDAS drew), ``coefficients[active] *
+  op_active(x)`` alone, so that exactly one op runs and the gradient still reaches the
+  coefficient;
+* a search cell is called as ``cell(s0, s1, coefficients, edge_weights=None, active=None)``
+  with the (n_edges, n_ops) coefficients of its set, optional (n_edges,) edge scales that
+  multiply each edge's output (PC-DARTS's edge normalization) and optional active ops (one int
+  per edge); a node sums its edges; the cell concatenates its last ``multiplier`` nodes;
+* the network asks ``coefficients()`` for one ``EdgeWeights`` (ops, edges, active) per set once
+  per forward, unless the caller passes them.
+
+PC-DARTS's partial-channel edge wraps a ``MixedOp`` on C/K channels (cnn/strategies/pcdarts.py),
+so it keeps the contract and gains from any faster mixed op.
+
 The network weights (``weight_parameters``) and the architecture weights
-(``arch_parameters``) are separate lists. Both live in the module (the alphas as
-``alphas.<set>``), so ``state_dict`` holds everything a resumed search needs.
+(``arch_parameters``) are told apart by identity (core/supernet.py): a subclass that adds
+architecture parameters (PC-DARTS's betas) declares them in ``arch_parameters``. Both live in
+the module (the alphas as ``alphas.<set>``), so ``state_dict`` holds everything a resumed
+search needs.
 
 Differences from the reference code, on purpose: a reduction that follows a reduction always
 uses ``FactorizedReduce`` (sharpDARTS's search cell uses a strided separable conv there), as the
@@ -36,7 +56,10 @@ evaluation networks of ``model.py`` do; a search on ImageNet uses the ImageNet s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,9 +67,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from derive import DeriveError, edge_count, per_cell_genotype, shared_genotype
-from genotypes import Architecture, GenotypeRecord, RangeLiteral, genotype_path, read_genotype_file, to_architecture
+from genotypes import (Architecture, GenotypeError, GenotypeRecord, RangeLiteral, format_genotype, genotype_path,
+                       read_genotype_file, to_architecture, write_genotype_file)
 from model import ModelError, cifar_stem, default_reductions, imagenet_stems
 from operations import DEFAULT_MID_CHANNELS, FactorizedReduce, ReLUConvBN, Zero, build_op
+from supernet import Supernet
+from weight_report import WeightTable
 
 WEIGHTINGS = ("softmax", "scalar", "max_w", "sigmoid")
 LAYOUTS = ("shared", "per_cell", "baseline")
@@ -91,7 +117,9 @@ def op_probabilities(alphas: torch.Tensor, weighting: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 
 class MixedOp(nn.Module):
-    """Every primitive on one edge; forward sums them scaled by one row of coefficients."""
+    """Every primitive on one edge. The contract (module docstring) is all the search cell uses:
+    ``forward(x, coefficients, active=None)``, coefficients of shape (n_ops,), returns the sum
+    of ``coefficients[k] * op_k(x)``, or ``coefficients[active] * op_active(x)`` alone."""
 
     def __init__(self, C: int, stride: int, primitives: tuple[str, ...], family: str, mid_channels: int):
         super().__init__()
@@ -103,7 +131,9 @@ class MixedOp(nn.Module):
             self._ops.append(op)
         self._active = [k for k, op in enumerate(self._ops) if not isinstance(op, Zero)]
 
-    def forward(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, coefficients: torch.Tensor, active: int | None = None) -> torch.Tensor:
+        if active is not None:
+            return coefficients[active] * self._ops[active](x)
         w = coefficients.unbind(0)
         out = None
         for k in self._active:
@@ -112,11 +142,20 @@ class MixedOp(nn.Module):
         return out
 
 
+MixedOpFactory = Callable[[int, int, tuple[str, ...], str, int], nn.Module]
+
+
 class SearchCell(nn.Module):
-    """A DARTS cell whose every edge is a mixed op; outputs the last `multiplier` nodes."""
+    """A DARTS cell whose every edge is a mixed op; outputs the last `multiplier` nodes.
+
+    ``forward(s0, s1, coefficients, edge_weights=None, active=None)``: coefficients (n_edges,
+    n_ops), one row per edge for its mixed op; edge_weights (n_edges,) scale each edge's output
+    (PC-DARTS's edge normalization); active (n_edges ints) names the one op each edge runs.
+    """
 
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-                 reduction_prev: bool, primitives: tuple[str, ...], family: str, mid_channels: int):
+                 reduction_prev: bool, primitives: tuple[str, ...], family: str, mid_channels: int,
+                 mixed_op: MixedOpFactory = MixedOp):
         super().__init__()
         self.reduction = reduction
         if reduction_prev:
@@ -127,21 +166,34 @@ class SearchCell(nn.Module):
         self._steps = steps
         self._multiplier = multiplier
         self._ops = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, primitives, family, mid_channels)
+            mixed_op(C, 2 if reduction and j < 2 else 1, primitives, family, mid_channels)
             for i in range(steps) for j in range(2 + i))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, coefficients: torch.Tensor,
+                edge_weights: torch.Tensor | None = None, active: Sequence[int] | None = None) -> torch.Tensor:
         rows = coefficients.unbind(0)
+        scales = edge_weights.unbind(0) if edge_weights is not None else None
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
             node = None
             for j, h in enumerate(states):
-                out = self._ops[offset + j](h, rows[offset + j])
+                e = offset + j
+                out = self._ops[e](h, rows[e], None if active is None else active[e])
+                if scales is not None:
+                    out = scales[e] * out
                 node = out if node is None else node + out
             offset += len(states)
             states.append(node)
         return torch.cat(states[-self._multiplier:], dim=1)
+
+
+@dataclass(frozen=True)
+class EdgeWeights:
+    """What one set of architecture weights gives every cell that uses it, per forward pass."""
+    ops: torch.Tensor                          # (n_edges, n_ops) op coefficients
+    edges: torch.Tensor | None = None          # (n_edges,) edge scales (PC-DARTS betas, normalized)
+    active: tuple[int, ...] | None = None      # the one op each edge runs (GDAS's sample)
 
 
 @dataclass(frozen=True)
@@ -228,27 +280,19 @@ def make_spec(num_classes: int, init_channels: int, layers: int, steps: int, mul
                         network=network, in_channels=in_channels)
 
 
-class Supernet(nn.Module):
-    """What the architect needs of a search space: architecture weights in ``self.alphas`` (an
-    nn.ParameterList), every other parameter a network weight."""
-
-    alphas: nn.ParameterList
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas)
-
-    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("alphas.")]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
-
-
 class SearchNetwork(Supernet):
-    """The supernet. forward(x) -> logits; `ablate=g` replaces the coefficients of every layer
-    using set g by random ones (D-DARTS's deactivated cell) for a marginal contribution."""
+    """The cell supernet. ``forward(x, coefficients=None, ablate=None) -> logits``.
 
-    def __init__(self, spec: SupernetSpec, alphas_init: str | np.ndarray = "randn"):
+    ``coefficients`` (one ``EdgeWeights`` per set) replaces what ``coefficients()`` would give
+    (SDARTS's perturbed weights, DARTS-PT's projected ones); ``ablate=g`` replaces the op
+    coefficients of every layer using set g by random ones (D-DARTS's deactivated cell) for a
+    marginal contribution. Subclasses change the weighting (``coefficients``), the weights
+    genotypes are parsed from (``probabilities``) and what counts as an architecture parameter
+    (``arch_parameters``); ``mixed_op`` builds each edge (module docstring).
+    """
+
+    def __init__(self, spec: SupernetSpec, alphas_init: str | np.ndarray = "randn", *,
+                 mixed_op: MixedOpFactory = MixedOp):
         super().__init__()
         self.spec = spec
         C, steps, multiplier = spec.init_channels, spec.steps, spec.multiplier
@@ -268,7 +312,7 @@ class SearchNetwork(Supernet):
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                                         spec.primitives, spec.family, spec.mid_channels))
+                                         spec.primitives, spec.family, spec.mid_channels, mixed_op))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -290,11 +334,14 @@ class SearchNetwork(Supernet):
         self.alphas = nn.ParameterList(nn.Parameter(a.clone()) for a in init)
         self._layer_sets = list(spec.layer_sets)
 
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas)
+
     # ------------------------------------------------------------------ forward
 
-    def coefficients(self) -> list[torch.Tensor]:
-        """Op coefficients of every set (the weighting applied once per forward)."""
-        return [op_coefficients(a, self.spec.weighting) for a in self.alphas]
+    def coefficients(self) -> list[EdgeWeights]:
+        """What every set gives its cells (the weighting applied once per forward)."""
+        return [EdgeWeights(op_coefficients(a, self.spec.weighting)) for a in self.alphas]
 
     def stem_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.spec.network == "imagenet":
@@ -303,16 +350,16 @@ class SearchNetwork(Supernet):
         s = self.stem(x)
         return s, s
 
-    def forward(self, x: torch.Tensor, ablate: int | None = None) -> torch.Tensor:
-        coefficients = self.coefficients()
+    def forward(self, x: torch.Tensor, coefficients: list[EdgeWeights] | None = None,
+                ablate: int | None = None) -> torch.Tensor:
+        coefficients = self.coefficients() if coefficients is None else coefficients
         s0, s1 = self.stem_forward(x)
         for i, cell in enumerate(self.cells):
             g = self._layer_sets[i]
+            w = coefficients[g]
             if g == ablate:
-                w = torch.rand(coefficients[g].shape, device=x.device, dtype=coefficients[g].dtype)
-            else:
-                w = coefficients[g]
-            s0, s1 = s1, cell(s0, s1, w)
+                w = dataclasses.replace(w, ops=torch.rand(w.ops.shape, device=x.device, dtype=w.ops.dtype))
+            s0, s1 = s1, cell(s0, s1, w.ops, w.edges, w.active)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     # ------------------------------------------------------------------ genotypes
@@ -341,6 +388,89 @@ class SearchNetwork(Supernet):
                                      spec.multiplier, list(spec.reductions), method, op_threshold)
         except DeriveError as e:
             raise SearchError(f"cannot derive a genotype: {e}") from None
+
+    def derive(self, method: str = "darts", op_threshold: float = 0.85) -> CellResult:
+        return CellResult(self.genotype(method, op_threshold), self.spec, method, op_threshold)
+
+    # ------------------------------------------------------------------ reports
+
+    def describe(self) -> str:
+        spec = self.spec
+        return (f"supernet: {spec.layout} layout, {spec.weighting} weighting, {spec.n_sets} sets of "
+                f"{spec.n_edges}x{len(spec.primitives)} alphas | primitives {', '.join(spec.primitives)} "
+                f"({spec.family} ops) | C={spec.init_channels} | layers={spec.layers} reductions="
+                f"{list(spec.reductions)} | steps={spec.steps} multiplier={spec.multiplier}")
+
+    def set_names(self) -> list[str]:
+        return self.spec.set_names()
+
+    def weight_tables(self) -> dict[str, WeightTable]:
+        """The parse weights of every set, with their rows (edges) and columns (ops) named."""
+        edges = [f"{j}-{i + 2}" for i in range(self.spec.steps) for j in range(i + 2)]
+        return {name: WeightTable(w, edges, list(self.spec.primitives))
+                for name, w in zip(self.set_names(), self.probabilities())}
+
+    def save_weights(self, stem: Path) -> None:
+        """<stem>.npy: the parse weights, (sets, edges, ops)."""
+        np.save(stem.with_suffix(".npy"), self.probabilities())
+
+    def spec_dict(self) -> dict:
+        return self.spec.to_dict()
+
+
+@lru_cache(maxsize=None)
+def parameter_free(op: str, family: str, mid_channels: int) -> bool:
+    """Whether a primitive has no parameters in a normal (stride-1) cell of an evaluation network:
+    skip_connect, pools, none (a new primitive is classified by building it)."""
+    return sum(p.numel() for p in build_op(op, 4, 1, True, family, mid_channels).parameters()) == 0
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A derived cell genotype: what the search logs each epoch and writes at the end."""
+    record: GenotypeRecord
+    spec: SupernetSpec
+    parse_method: str
+    op_threshold: float
+    label = "genotype"
+
+    def text(self) -> str:
+        return format_genotype(self.record).strip()
+
+    def normal_cells(self) -> list[list[str]]:
+        """The ops of every normal (non-reduction) cell."""
+        if self.record.kind == "Genotype":
+            return [[edge[0] for edge in self.record.get("normal")]]
+        reductions = set(self.record.get("reductions"))
+        return [[edge[0] for edge in gene] for layer, gene in enumerate(self.record.get("genes"))
+                if layer not in reductions]
+
+    def collapse(self) -> dict[str, float]:
+        """Skip connections and parameter-free ops per normal cell (the mean over them for one
+        gene per cell): DARTS's collapse fills the normal cell with them."""
+        cells = self.normal_cells() or [[]]
+        free = [[op for op in ops if parameter_free(op, self.spec.family, self.spec.mid_channels)] for ops in cells]
+        return {"skip_connections": float(np.mean([ops.count("skip_connect") for ops in cells])),
+                "param_free_ops": float(np.mean([len(ops) for ops in free]))}
+
+    def write(self, path: Path, origin: str, run_name: str) -> None:
+        """Check that it builds, then write it (sharpDARTS's form for sharp ops)."""
+        try:
+            to_architecture(self.record, path.stem)
+        except GenotypeError as e:
+            raise SearchError(f"the derived genotype cannot be trained ({e}); derive it again with a lower "
+                              f"--op_threshold: python cnn/train_search.py --resume {run_name} "
+                              f"--op_threshold 0.6") from None
+        record = self.record
+        if self.spec.family == "sharp" and record.kind == "Genotype":
+            record = dataclasses.replace(record, fields=record.fields + (("layout", "cell"),))
+        parse = f"parse: {self.parse_method}" + (f" op_threshold={self.op_threshold}"
+                                                  if self.parse_method != "darts" else "")
+        write_genotype_file(path, dataclasses.replace(record, comments=(origin, f"run: {run_name}; {parse}")))
+
+    def train_command(self, name: str, dataset: str) -> str:
+        family = "" if self.spec.family == "darts" or self.record.kind == "Genotype" else f" --ops {self.spec.family}"
+        return f"python cnn/train.py --arch {name} --dataset {dataset}{family}"
 
 
 # ----------------------------------------------------------------------------------------

@@ -49,10 +49,12 @@ import torch
 import torch.nn as nn
 
 from errors import UserError
-from model_search import WEIGHTINGS, Supernet, op_coefficients, op_probabilities
+from model_search import WEIGHTINGS, op_coefficients, op_probabilities
 from operations import SepConv
 from paths import GENOTYPES_DIR
+from supernet import Supernet
 from textfiles import read_text, write_text_atomic
+from weight_report import WeightTable
 
 CHANNELS: tuple[int, ...] = (32, 64, 128, 256)
 PATH_OPS: tuple[str, ...] = ("SharpSepConv", "ResizablePool")
@@ -337,15 +339,21 @@ class MultiChannelSearchNetwork(Supernet):
         self.classifier = nn.Linear(head_channels, num_classes)
         shape = (layers, len(Cs), len(Cs), len(PATH_OPS))
         self.alphas = nn.ParameterList([nn.Parameter(1e-3 * torch.randn(shape)) for _ in ("normal", "reduce")])
+        self._spec = {"num_classes": num_classes, "in_channels": in_channels, "channels": list(Cs), "layers": layers,
+                      "weighting": weighting, "mid_channels": mid_channels, "head_channels": head_channels}
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas)
 
     def coefficients(self) -> list[torch.Tensor]:
         """Per stage kind, (layers, W, W, ops) coefficients; one weighting spans a layer's stage."""
         return [op_coefficients(a.flatten(1), self.weighting).view_as(a) for a in self.alphas]
 
-    def forward(self, x: torch.Tensor, ablate: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, coefficients: list[torch.Tensor] | None = None,
+                ablate: int | None = None) -> torch.Tensor:
         if ablate is not None:
             raise MultiChannelError("the multi-channel search space has no cells to ablate; use --cell_loss none")
-        coefficients = self.coefficients()
+        coefficients = self.coefficients() if coefficients is None else coefficients
         states = [stem(x) for stem in self.stem]
         for layer, stages in enumerate(self.op_grid):
             for stage, grid in enumerate(stages):
@@ -372,6 +380,52 @@ class MultiChannelSearchNetwork(Supernet):
         """The highest-weight path through the grid (`path_from_raw_weights` of `raw_weights`)."""
         raw = self.raw_weights()
         return path_from_raw_weights(raw["normal"], raw["reduce"], self.channels)
+
+    def derive(self, method: str = "darts", op_threshold: float = 0.85) -> PathResult:
+        """The best path (the grid has one rule; the parse flags are for cells)."""
+        return PathResult(self.best_path())
+
+    # ------------------------------------------------------------------ reports
+
+    def describe(self) -> str:
+        return (f"multi-channel grid: widths {list(self.channels)}, {len(self.op_grid)} layers of a stride-1 and a "
+                f"stride-2 stage, {self.weighting} weighting")
+
+    def set_names(self) -> list[str]:
+        return ["normal", "reduce"]
+
+    def weight_tables(self) -> dict[str, WeightTable]:
+        """Per stage kind, one row per (layer, input width, output width), one column per op."""
+        rows = [f"L{layer} {ci}>{co}" for layer in range(len(self.op_grid)) for ci in self.channels
+                for co in self.channels]
+        return {kind: WeightTable(w.reshape(len(rows), len(PATH_OPS)), rows, list(PATH_OPS))
+                for kind, w in self.raw_weights().items()}
+
+    def save_weights(self, stem: Path) -> None:
+        """<stem>.npz: the normal and reduce stage weights, (layers, W, W, ops) each."""
+        np.savez(stem.with_suffix(".npz"), **self.raw_weights())
+
+    def spec_dict(self) -> dict:
+        return dict(self._spec)
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """The best path of a multi-channel search: what it logs each epoch and writes at the end."""
+    path: ChannelPath
+    label = "best path"
+
+    def text(self) -> str:
+        return str(self.path.names())
+
+    def collapse(self) -> dict[str, float]:
+        return {}      # a path has no cell to collapse
+
+    def write(self, path: Path, origin: str, run_name: str) -> None:
+        write_path_file(path, path.stem, self.path, comments=(origin, f"run: {run_name}; best path"))
+
+    def train_command(self, name: str, dataset: str) -> str:
+        return f"python cnn/train.py --multi_channel --arch {name} --dataset {dataset}"
 
 
 class PathNetwork(nn.Module):

@@ -10,7 +10,10 @@ Module layouts (attribute names, Sequential indices) follow the original code ba
 their checkpoints load without conversion. Where the original code is wrong we differ:
 `FactorizedReduce` pads odd inputs (DARTS fails on them), `bottleneck_1x5x1` pads by 2 and
 `dil_flood_conv_5x5` by 4 so that they keep the spatial size (D-DARTS and sharpDARTS pad
-too little). Parameter counts are unchanged by these fixes.
+too little). Parameter counts are unchanged by these fixes. Strided 1x1 convolutions
+(`FactorizedReduce`, `simple_conv_1x1` on reduction edges) subsample, then convolve with stride 1:
+the same parameters and numbers, without the oneDNN kernel that corrupts memory on channels_last
+CPU tensors (`PointwiseConv2d`).
 
 To add a primitive, add one factory to `OPS[family]`; search and training pick it up by name.
 """
@@ -78,6 +81,23 @@ class Zero(nn.Module):
         return x[:, :, ::self.stride, ::self.stride].mul(0.0)
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """A bias-free 1x1 convolution that takes its stride by subsampling its input first.
+
+    The same parameters (names and shapes) and the same math as ``nn.Conv2d(C_in, C_out, 1,
+    stride)``, but it never runs a strided 1x1 kernel: oneDNN's weight gradient of that kernel
+    corrupts the heap on channels_last CPU tensors (README, "A CPU kernel that corrupts memory").
+    """
+
+    def __init__(self, C_in: int, C_out: int, stride: int = 1):
+        super().__init__(C_in, C_out, 1, stride=stride, padding=0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != (1, 1):
+            x = x[:, :, ::self.stride[0], ::self.stride[1]]
+        return F.conv2d(x, self.weight)
+
+
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two offset 1x1 convolutions; odd sizes are padded first."""
 
@@ -86,8 +106,8 @@ class FactorizedReduce(nn.Module):
         if C_out % 2:
             raise OpError(f"a reduction needs an even number of channels, got {C_out}: use an even --init_channels")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_1 = PointwiseConv2d(C_in, C_out // 2, stride=2)
+        self.conv_2 = PointwiseConv2d(C_in, C_out // 2, stride=2)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,8 +122,10 @@ class ReLUConvBN(nn.Module):
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
                  affine: bool = True):
         super().__init__()
+        pointwise = kernel_size == 1 and padding == 0
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
+            PointwiseConv2d(C_in, C_out, stride) if pointwise else
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )

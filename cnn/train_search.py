@@ -1,4 +1,5 @@
-"""Architecture search: DARTS (first/second order), sharpDARTS, D-DARTS and DARTOpti in one engine.
+"""Architecture search: every method of cnn/strategies/ (DARTS first/second order, sharpDARTS,
+D-DARTS, DARTOpti, PC-DARTS, ...) in one loop.
 
     python cnn/train_search.py --unrolled                                    # DARTS, second order
     python cnn/train_search.py --batch_size 96 --pretrain_epochs 0 --init_channels 16 --amp --no_arch_metric
@@ -6,33 +7,39 @@
     python cnn/train_search.py --dataset cifar10 --batch_size 48 --layers_of_cells 8 --layers_in_cells 4 \\
         --save NAME --init_channels 16 --epochs 120 --cutout --autoaugment --seed 22 \\
         --weighting_algorithm max_w --primitives DARTS_PRIMITIVES               # sharpDARTS
+    python cnn/train_search.py --method pcdarts                                  # PC-DARTS, K=4
 
-Strategy (``--method``; ``auto``, the default, infers it from the flags of the original scripts):
+Strategy (``--method``, one registered class of cnn/strategies/ each; ``auto``, the default,
+infers it from the flags of the original scripts):
 
 * ``dartopti`` if ``--arch_baseline`` is given;
 * ``ddarts`` if a D-DARTS flag is given: ``--pretrain_epochs --no_arch_metric --sep_loss
   --aux_loss_weight --cell_loss --abl_loss_weight``;
 * ``sharp`` if a sharpDARTS flag is given: ``--weighting_algorithm --layers_of_cells
-  --layers_in_cells --mid_channels --lr_power_annealing_exponent_order``;
+  --layers_in_cells --mid_channels --lr_power_annealing_exponent_order --multi_channel``;
 * ``darts`` otherwise.
 
-The method only fills in defaults (``METHOD_DEFAULTS``: weighting, primitives, op family, weight
-layout, learning rates and schedule, losses, parse rule); every one of them can be set by its
-flag. The method in effect and where it came from are printed and logged.
+The method fills in the flags left unset (its ``DEFAULTS``: weighting, primitives, op family,
+weight layout, learning rates and schedule, epochs, losses, parse rule, with their source);
+every one of them can be set by its flag. A method's own flags (e.g. ``--partial_channels``)
+are refused with another method. The method in effect and where it came from are printed and
+logged. Options that combine with any method (cnn/strategies/, ``SearchOption``) are switched on
+by their own flag.
 
 Writes logs/search/search-<save>-<timestamp>/: log.txt, command.txt, args.json, tensorboard/
-(losses, accuracies, learning rates, every architecture weight and the genotype per epoch),
-weights/epoch_NNN.npy (the parse weights, (sets, edges, ops)), checkpoint.pt (``--resume``
-continues exactly; resuming a finished run derives the genotype again, e.g. with another
-``--op_threshold``), and at the end genotypes/<genotype_name>.txt, ready for
-``python cnn/train.py --arch <genotype_name>`` (never over a file another run wrote: see
-``check_genotype_name`` and ``unclaimed_genotype_file``).
+(losses, accuracies, learning rates, schedules, every architecture weight, the skip connections
+and parameter-free ops of the derived normal cell, and the genotype per epoch),
+weights/epoch_NNN.npy (the parse weights, (sets, edges, ops)) and weights/epoch_NNN.png (their
+heatmap), checkpoint.pt (``--resume`` continues exactly; resuming a finished run derives the
+genotype again, e.g. with another ``--op_threshold``), and at the end
+genotypes/<genotype_name>.txt, ready for ``python cnn/train.py --arch <genotype_name>`` (never
+over a file another run wrote: see core/search_run.py).
 
 ``--multi_channel`` searches sharpDARTS's grid of channel widths instead of cells
 (cnn/multichannel.py): ``--init_channels`` rounds down to the narrowest width, ``--layers_in_cells``
 gives the number of widths (doubling), ``--layers_of_cells`` / 2 the number of layers; the best
 path is written to genotypes/multi_channel/<genotype_name>.txt for
-``python cnn/train.py --multi_channel --arch <genotype_name>``.
+``python cnn/train.py --multi_channel --arch <genotype_name>`` (weights/epoch_NNN.npz).
 
 Under ``torchrun --nproc_per_node=N`` (core/distributed.py) ``--batch_size`` is the global batch;
 network and architecture gradients are averaged over the processes, so the architecture weights
@@ -49,7 +56,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,66 +67,34 @@ from torch.utils.tensorboard import SummaryWriter
 
 import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
-from arch_distance import DistanceError, weights_distance
-from architect import CELL_LOSSES, SEP_LOSSES, ArchConfig, Architect, search_iteration
+from architect import Architect, search_iteration
 from checkpoint import resume_arguments, save_checkpoint
 from data import (DATASETS, DataError, EmptySplitError, build_datasets, dataset_info, default_workers, make_loader,
                   split_train_valid, with_transform)
+from ddarts_losses import CELL_LOSSES, SEP_LOSSES
 from derive import PARSE_METHODS
 from distributed import (DEFAULT_TIMEOUT_S, Dist, average_over_ranks, broadcast_buffers, broadcast_object,
                          process_group, sync_batchnorm)
-from genotypes import PRIMITIVE_SETS, GenotypeError, format_genotype, to_architecture, write_genotype_file
+from genotypes import PRIMITIVE_SETS
 from metrics import RunningSum, correct_topk
-from model_search import WEIGHTINGS, Baseline, SearchError, SearchNetwork, SupernetSpec, load_baseline, make_spec
-from multichannel import MultiChannelSearchNetwork, write_path_file
+from model_search import WEIGHTINGS, SearchError
 from operations import OPS
 from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
-from sampling import EvalShard, SeededSamples, ShardedOrder
 from runtime import (DIVERGENCE_ADVICE, DivergenceWatch, Precision, check_finite_weights, progress, resolve_device,
                      seed_epoch, seed_everything)
+from sampling import EvalShard, SeededSamples, ShardedOrder
+from search_run import GENOTYPE_MARK, STOPPED, EpochRecord, check_genotype_name, run_epochs, write_result
+from strategies import OPTIONS, STRATEGIES, SelectionContext
+from strategies.base import CellStrategy
+from supernet import Supernet
 from training import MEMORY_FORMATS, evaluate, lr_scheduler, memory_format
+from weight_report import heatmap_png, log_tables, tensorboard_tables
 
-METHODS = ("darts", "sharp", "ddarts", "dartopti")
-METHOD_HINTS = {
-    "ddarts": ("--pretrain_epochs", "--no_arch_metric", "--sep_loss", "--aux_loss_weight", "--cell_loss",
-               "--abl_loss_weight"),
-    "sharp": ("--weighting_algorithm", "--layers_of_cells", "--layers_in_cells", "--mid_channels",
-              "--lr_power_annealing_exponent_order", "--multi_channel"),
-}
-# Defaults of each strategy, from its original train_search.py (quark0/darts, ahundt/sharpDARTS,
-# aheuillet/D-DARTS).
-METHOD_DEFAULTS = {
-    "darts": dict(weighting_algorithm="softmax", primitives="DARTS", ops="darts", layout="shared",
-                  alphas_init="randn", batch_size=64, init_channels=16, learning_rate=0.025,
-                  learning_rate_min=0.001, arch_learning_rate=3e-4, arch_betas=(0.5, 0.999),
-                  sep_loss="none", aux_loss_weight=0.0, cell_loss="none", abl_loss_weight=0.0, lr_schedule="cosine",
-                  warmup_epochs=0, pretrain_epochs=0, parse_method="darts"),
-    "sharp": dict(weighting_algorithm="scalar", primitives="PRIMITIVES", ops="sharp", layout="shared",
-                  alphas_init="randn", batch_size=64, init_channels=16, learning_rate=0.025,
-                  learning_rate_min=1e-4, arch_learning_rate=3e-4, arch_betas=(0.5, 0.999),
-                  sep_loss="none", aux_loss_weight=0.0, cell_loss="none", abl_loss_weight=0.0, lr_schedule="cosine_power",
-                  warmup_epochs=5, pretrain_epochs=0, parse_method="darts"),
-    "ddarts": dict(weighting_algorithm="sigmoid", primitives="DDARTS_7", ops="darts", layout="per_cell",
-                   alphas_init="zeros", batch_size=72, init_channels=32, learning_rate=0.005,
-                   learning_rate_min=0.001, arch_learning_rate=3e-3, arch_betas=(0.9, 0.999),
-                   sep_loss="l2", aux_loss_weight=9.0, cell_loss="ablation_loss", abl_loss_weight=0.7,
-                   lr_schedule="cosine", warmup_epochs=0, pretrain_epochs=0, parse_method="threshold_sparse"),
-    "dartopti": dict(weighting_algorithm="sigmoid", primitives="DDARTS_12", ops="darts", layout="baseline",
-                     alphas_init="baseline", batch_size=72, init_channels=32, learning_rate=0.005,
-                     learning_rate_min=0.001, arch_learning_rate=3e-3, arch_betas=(0.9, 0.999),
-                     sep_loss="l2", aux_loss_weight=9.0, cell_loss="ablation_loss", abl_loss_weight=0.7,
-                     lr_schedule="cosine", warmup_epochs=0, pretrain_epochs=5, parse_method="threshold_sparse"),
-}
-ARCH_LR_MIN = 0.001          # D-DARTS: end of each cell's cosine schedule
-METRIC_WARMUP_EPOCHS = 5     # D-DARTS: the distance counts for early stopping from pretrain + 5
-METRIC_PATIENCE = 4          # stop when the distance stayed within METRIC_TOLERANCE for 4 epochs
-METRIC_TOLERANCE = 0.001
-GENOTYPE_MARK = "written by train_search.py"
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "parse_method",
                       "op_threshold", "genotype_name", "dist_timeout")
 RESUME_REQUIRED = ("spec", "model", "optimizer", "scheduler", "architect", "scaler", "stream", "epoch", "elapsed",
-                   "metrics")
+                   "stop_rules")
 GENOTYPE_OUTPUT_DIR = GENOTYPES_DIR  # where the derived genotype is written (tests move it)
 OPS_ALIASES = {"OPS": "sharp", "DARTS_OPS": "darts"}   # sharpDARTS's --ops values
 SEARCH_DIVERGENCE_ADVICE = DIVERGENCE_ADVICE.replace("--learning_rate", "--learning_rate or --arch_learning_rate")
@@ -133,12 +108,12 @@ def _ops_family(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(description="Differentiable architecture search (DARTS, sharpDARTS, D-DARTS, DARTOpti).",
+    p = cli.ArgumentParser(description="Differentiable architecture search: every method of cnn/strategies/.",
                            allow_abbrev=False, formatter_class=cli.HelpFormatter)
     m = "(default: set by --method)"
-    p.add_argument("--method", default="auto", choices=("auto", *METHODS),
-                   help="search strategy; auto: dartopti with --arch_baseline, ddarts with a D-DARTS flag, "
-                        "sharp with a sharpDARTS flag, else darts")
+    p.add_argument("--method", default="auto", choices=("auto", *sorted(STRATEGIES)),
+                   help="search strategy (README: Search methods); auto: dartopti with --arch_baseline, ddarts with a "
+                        "D-DARTS flag, sharp with a sharpDARTS flag, else darts")
     p.add_argument("--dataset", default="cifar10", choices=DATASETS)
     p.add_argument("--data", default=str(REPO_ROOT / "data"), help="dataset root directory")
     p.add_argument("--train_portion", type=cli.portion, default=0.5,
@@ -162,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch_weight_decay", type=cli.non_negative_float, default=1e-3)
     p.add_argument("--grad_clip", type=cli.non_negative_float, default=5.0,
                    help="network gradient norm clip (0 disables)")
-    p.add_argument("--epochs", type=cli.positive_int, default=50,
-                   help="search epochs (DARTOpti adds --pretrain_epochs)")
+    p.add_argument("--epochs", type=cli.positive_int, default=None,
+                   help=f"search epochs, after --pretrain_epochs {m}")
     p.add_argument("--pretrain_epochs", type=cli.non_negative_int, default=None,
                    help=f"epochs that train network weights only before the alphas move {m}")
     p.add_argument("--layers", "--layers_of_cells", dest="layers", type=cli.positive_int, default=8,
@@ -188,8 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell_loss", default=None, choices=CELL_LOSSES, help=f"per-cell ablation loss {m}")
     p.add_argument("--abl_loss_weight", type=cli.non_negative_float, default=None,
                    help=f"weight of the ablation loss {m}")
-    p.add_argument("--arch_baseline", default=None,
-                   help="DARTOpti: start from this hand-made Genotype_opt (ResNet18, ResNet50, Xception or a file)")
     p.add_argument("--no_arch_metric", action="store_true",
                    help="DARTOpti: do not compute the architecture distance to the baseline each epoch")
     p.add_argument("--parse_method", default=None, choices=PARSE_METHODS, help=f"weights -> genotype rule {m}")
@@ -223,53 +196,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many steps per epoch, in training and in validation (quick trials, tests)")
     p.add_argument("--stop_epoch", type=cli.non_negative_int, default=None,
                    help="stop after this epoch, leaving a checkpoint that --resume continues")
+    STRATEGIES.add_flags(p)
+    OPTIONS.add_flags(p)
     return p
 
 
-def infer_method(argv: list[str], args: argparse.Namespace) -> tuple[str, str]:
-    """(method, why): --method, else the flags of the original scripts (module docstring)."""
-    if args.method != "auto":
-        return args.method, "--method"
-    if args.arch_baseline:
-        return "dartopti", "inferred from --arch_baseline"
-    given = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
-    found = {method: [f for f in flags if f in given] for method, flags in METHOD_HINTS.items()}
-    found = {method: flags for method, flags in found.items() if flags}
-    if len(found) > 1:
-        raise SearchError(f"the flags {', '.join(sum(found.values(), []))} belong to different methods "
-                          f"({' and '.join(found)}); pass --method to choose one")
-    if found:
-        method, flags = next(iter(found.items()))
-        return method, f"inferred from {', '.join(flags)}"
-    return "darts", "the default (no flag of another method given)"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line with the method's defaults filled in, checked before anything runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.resume is not None:
         return args
-    method, why = infer_method(argv, args)
-    args.method, args.method_source = method, why
-    defaults = METHOD_DEFAULTS[method]
+    if args.method == "auto":
+        given = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+        args.method, args.method_source = STRATEGIES.infer(given, "darts")
+    else:
+        args.method_source = "--method"
     default_warmup = args.warmup_epochs is None
-    for key, value in defaults.items():
+    for key, value in STRATEGIES[args.method].DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     if default_warmup:   # the default warmup leaves at least one epoch to anneal
         args.warmup_epochs = min(args.warmup_epochs, max(args.epochs + args.pretrain_epochs - 1, 0))
     args.arch_betas = list(args.arch_betas)
-    if args.arch_baseline and method != "dartopti":
-        raise SearchError(f"--arch_baseline starts a DARTOpti search, but --method {method} was given")
-    if method == "dartopti" and not args.arch_baseline:
-        raise SearchError("--method dartopti needs --arch_baseline (ResNet18, ResNet50, Xception or a Genotype_opt file)")
-    if args.unrolled and args.single_level:
-        raise SearchError("--unrolled and --single_level exclude each other: the second-order step needs "
-                          "separate training and search batches")
-    if args.multi_channel and (method in ("ddarts", "dartopti") or args.sep_loss != "none" or args.cell_loss != "none"):
-        raise SearchError("--multi_channel searches one grid with the DARTS or sharpDARTS objective; it does not "
-                          "combine with D-DARTS/DARTOpti flags (--sep_loss, --cell_loss, --arch_baseline)")
+    STRATEGIES.check_flags(args.method, args)
+    make_strategy(args)
     return args
+
+
+def make_strategy(args: argparse.Namespace) -> tuple[CellStrategy, list]:
+    """The method's strategy and the options switched on, from the resolved flags; each refuses in
+    one sentence what it cannot run."""
+    cls = STRATEGIES.lookup(args.method)
+    strategy = cls(cls.make_config(args))
+    options = [option(option.make_config(args)) for option in OPTIONS.values() if option.enabled(args)]
+    for option in options:
+        option.check(strategy)
+    if sum(option.selects for option in options) > 1:
+        raise SearchError("choose one selection procedure")
+    return strategy, options
 
 
 # ----------------------------------------------------------------------------------------
@@ -314,137 +279,20 @@ class SearchStream:
         self._iterator = None
 
 
-# ----------------------------------------------------------------------------------------
-# Set-up
-# ----------------------------------------------------------------------------------------
-
-def genotype_file(name: str, multi_channel: bool = False) -> Path:
-    """genotypes/<name>.txt, or genotypes/multi_channel/<name>.txt for a multi-channel path (whose
-    name is also the NAME inside the file, so a Python identifier)."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise SearchError(f"--genotype_name {name!r} must be a plain file name (letters, digits, _ - .)")
-    if multi_channel and not name.isidentifier():
-        raise SearchError(f"--genotype_name {name!r} names a multi-channel path: use letters, digits and _ only")
-    return (GENOTYPE_OUTPUT_DIR / "multi_channel" if multi_channel else GENOTYPE_OUTPUT_DIR) / f"{name}.txt"
-
-
-def genotype_writer(path: Path) -> str | None:
-    """The run folder named in the `run:` comment of a genotype (or path) file a search wrote; None
-    for any other file (shipped, hand-made, unreadable)."""
-    try:
-        comments = [line.lstrip("#").strip() for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.startswith("#")]
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not any(GENOTYPE_MARK in c for c in comments):
-        return None
-    return next((c.removeprefix("run:").split(";")[0].strip() for c in comments if c.startswith("run:")), None)
-
-
-def check_genotype_name(path: Path, run_name: str | None) -> None:
-    """Refuse a genotype name whose file exists, unless the run `run_name` wrote it (a resumed run
-    may write its own genotype again): two searches never silently share a name."""
-    if not path.exists():
-        return
-    writer = genotype_writer(path)
-    if run_name is not None and writer == run_name:
-        return
-    if writer is None:
-        raise SearchError(f"{path} exists and was not written by a search; choose another --genotype_name")
-    raise SearchError(f"{path} exists, written by the search run {writer}; choose another --genotype_name, "
-                      f"or delete that file to replace it")
-
-
-def unclaimed_genotype_file(path: Path, run_name: str) -> Path:
-    """`path`, or, if another run wrote it while this one ran, the first `<name>_<k>` that is free or
-    this run's own (so a finished run derived again rewrites the same file)."""
-    candidate, k = path, 1
-    while candidate.exists() and genotype_writer(candidate) != run_name:
-        k += 1
-        candidate = path.with_name(f"{path.stem}_{k}{path.suffix}")
-    return candidate
-
-
 @dataclass
-class Engine:
-    spec: SupernetSpec | None            # None for the multi-channel grid
-    baseline: Baseline | None
-    model: SearchNetwork | MultiChannelSearchNetwork
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    architect: Architect
-    memory_format: torch.memory_format
+class SearchData:
+    """The training half (network weights), the held-out half (architecture: the stream; and the
+    validation score, unaugmented), and what the dataset tells the supernet."""
+    order: ShardedOrder
+    train_loader: torch.utils.data.DataLoader
+    valid_loader: torch.utils.data.DataLoader
+    stream: SearchStream
+    num_classes: int
+    network: str
 
 
-def build_engine(args: argparse.Namespace, num_classes: int, network: str, device: torch.device,
-                 precision: Precision, spec: SupernetSpec | None = None) -> Engine:
-    """Supernet, network optimizer and schedule, architect: everything one search iteration uses
-    (shared with bench/search_speed.py, so that the benchmark measures what the search runs)."""
-    baseline = load_baseline(args.arch_baseline) if args.method == "dartopti" else None
-    fmt = memory_format(args.memory_format, device)
-    if args.multi_channel:
-        spec = None
-        model = MultiChannelSearchNetwork(num_classes, channels=multi_channel_widths(args.init_channels, args.steps),
-                                          layers=max(args.layers // 2, 1), weighting=args.weighting_algorithm)
-    else:
-        if spec is None:
-            spec = make_spec(num_classes, args.init_channels, args.layers, args.steps, args.multiplier,
-                             PRIMITIVE_SETS[args.primitives], args.weighting_algorithm, args.layout, family=args.ops,
-                             mid_channels=args.mid_channels, network=network, baseline=baseline)
-        init = baseline.alphas(spec.primitives) if baseline is not None else args.alphas_init
-        model = SearchNetwork(spec, init)
-    model = model.to(device, memory_format=fmt)
-    if args.sync_bn:
-        model = sync_batchnorm(model, device)
-    optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    # DARTOpti's pretraining epochs are part of the schedule (D-DARTS adds them to --epochs).
-    scheduler = lr_scheduler(optimizer, argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs + args.epochs}))
-    architect = Architect(model, ArchConfig(
-        learning_rate=args.arch_learning_rate, weight_decay=args.arch_weight_decay, betas=tuple(args.arch_betas),
-        unrolled=args.unrolled, network_momentum=args.momentum, network_weight_decay=args.weight_decay,
-        per_cell=spec is not None and spec.layout != "shared", epochs=args.epochs, learning_rate_min=ARCH_LR_MIN,
-        sep_loss=args.sep_loss, aux_loss_weight=args.aux_loss_weight, cell_loss=args.cell_loss,
-        abl_loss_weight=args.abl_loss_weight), precision)
-    return Engine(spec, baseline, model, optimizer, scheduler, architect, fmt)
-
-
-def multi_channel_widths(init_channels: int, steps: int) -> tuple[int, ...]:
-    """sharpDARTS: `steps` doubling widths from the power of two at or below --init_channels
-    (36 and 4 give the published 32, 64, 128, 256)."""
-    if init_channels < 1 or steps < 1:
-        raise SearchError("--multi_channel needs --init_channels and --layers_in_cells of at least 1")
-    first = 1 << (init_channels.bit_length() - 1)
-    return tuple(first << k for k in range(steps))
-
-
-def log_weights(log, spec: SupernetSpec, probabilities: np.ndarray) -> None:
-    with np.printoptions(precision=3, suppress=True, linewidth=160):
-        for name, w in zip(spec.set_names(), probabilities):
-            log.info("weights %s (rows: edges, columns: %s)\n%s", name, ", ".join(spec.primitives), w)
-
-
-def tensorboard_weights(writer, spec: SupernetSpec, probabilities: np.ndarray, epoch: int) -> None:
-    sources = [(i + 2, j) for i in range(spec.steps) for j in range(i + 2)]
-    for name, w in zip(spec.set_names(), probabilities):
-        for e, (to_node, from_node) in enumerate(sources):
-            for k, op in enumerate(spec.primitives):
-                writer.add_scalar(f"arch/{name}/{from_node}-{to_node}/{op}", float(w[e, k]), epoch)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args, state, run_dir = resume_arguments(parse_args(argv), build_parser().parse_args([]), "search",
-                                            RESUME_OVERRIDABLE, RESUME_REQUIRED)
-    with process_group(resolve_device(args.device), args.dist_timeout) as (ctx, device):
-        search(args, state, run_dir, ctx, device)
-
-
-def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ctx: Dist,
-           device: torch.device) -> SearchNetwork | MultiChannelSearchNetwork:
-    """Run (or continue) a search; returns this rank's supernet at the end."""
+def search_data(args: argparse.Namespace, ctx: Dist, device: torch.device, fmt: torch.memory_format) -> SearchData:
     batch = ctx.per_rank_batch(args.batch_size)
-    precision = Precision(device, args.amp)
-    seed_everything(args.seed)
     info = dataset_info(args.dataset)
     train_full, test_set = build_datasets(args.dataset, args.data, auto_augment=args.auto_aug,
                                           cutout_length=args.cutout_length if args.cutout else 0)
@@ -457,177 +305,266 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
                         ) from None
     # the held-out half scored like the test set (no augmentation)
     valid_half = Subset(with_transform(train_full, test_set.transform), search_half.indices)
-
-    engine = build_engine(args, num_classes, info.network, device, precision,
-                          SupernetSpec.from_dict(state["spec"]) if state is not None and state["spec"] else None)
-    spec, baseline, model, fmt = engine.spec, engine.baseline, engine.model, engine.memory_format
-    optimizer, scheduler, architect = engine.optimizer, engine.scheduler, engine.architect
-    weights = model.weight_parameters()
-    total_epochs = args.pretrain_epochs + args.epochs
-
     workers = default_workers(args.dataset) if args.workers is None else args.workers
     order = ShardedOrder(len(train_half), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
-    train_loader = make_loader(SeededSamples(train_half), batch, workers=workers, sampler=order)
-    valid_loader = make_loader(valid_half, batch, workers=workers,
-                               sampler=EvalShard(len(valid_half), ctx.rank, ctx.world_size))
-    stream = SearchStream(search_half, batch, workers, args.seed, device, fmt, ctx)
+    return SearchData(order, make_loader(SeededSamples(train_half), batch, workers=workers, sampler=order),
+                      make_loader(valid_half, batch, workers=workers,
+                                  sampler=EvalShard(len(valid_half), ctx.rank, ctx.world_size)),
+                      SearchStream(search_half, batch, workers, args.seed, device, fmt, ctx), num_classes, info.network)
 
-    start_epoch, elapsed, metrics = 0, 0.0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        architect.load_state_dict(state["architect"])
-        precision.scaler.load_state_dict(state["scaler"])
-        stream.load_state_dict(state["stream"])
-        start_epoch, elapsed, metrics = state["epoch"], state["elapsed"], list(state["metrics"])
-        if state.get("stopped_early"):
-            start_epoch = total_epochs
-    else:
-        if args.genotype_name is not None:   # every rank checks (and fails) alike: no rank left waiting
-            check_genotype_name(genotype_file(args.genotype_name, args.multi_channel), None)
+
+# ----------------------------------------------------------------------------------------
+# The engine: supernet, optimizers, one iteration
+# ----------------------------------------------------------------------------------------
+
+def genotype_file(name: str, multi_channel: bool = False) -> Path:
+    """genotypes/<name>.txt, or genotypes/multi_channel/<name>.txt for a multi-channel path (whose
+    name is also the NAME inside the file, so a Python identifier)."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise SearchError(f"--genotype_name {name!r} must be a plain file name (letters, digits, _ - .)")
+    if multi_channel and not name.isidentifier():
+        raise SearchError(f"--genotype_name {name!r} names a multi-channel path: use letters, digits and _ only")
+    return (GENOTYPE_OUTPUT_DIR / "multi_channel" if multi_channel else GENOTYPE_OUTPUT_DIR) / f"{name}.txt"
+
+
+@dataclass
+class Engine:
+    strategy: CellStrategy
+    model: Supernet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    architect: Architect
+    precision: Precision
+    memory_format: torch.memory_format
+
+    def step(self, batch, search_batch, searching: bool):
+        """One search iteration (core/architect.py): (training loss, logits, architecture statistics)."""
+        c = self.strategy.config
+        return search_iteration(self.model, self.architect if searching else None, self.optimizer, self.precision,
+                                batch, search_batch, grad_clip=c.grad_clip, single_level=c.single_level,
+                                network_loss=self.strategy.network_loss)
+
+
+def build_engine(strategy: CellStrategy, num_classes: int, network: str, device: torch.device, precision: Precision,
+                 memory_format_name: str = "auto", sync_bn: bool = False, stored_spec: dict | None = None) -> Engine:
+    """Supernet, network optimizer and schedule, architect: everything one search iteration uses
+    (shared with bench/search_speed.py, so that the benchmark measures what the search runs)."""
+    fmt = memory_format(memory_format_name, device)
+    model = strategy.build_supernet(num_classes, network, stored_spec).to(device, memory_format=fmt)
+    if sync_bn:
+        model = sync_batchnorm(model, device)
+    c = strategy.config
+    optimizer = torch.optim.SGD(model.weight_parameters(), c.learning_rate, momentum=c.momentum,
+                                weight_decay=c.weight_decay)
+    # Pretraining epochs are part of the schedule (D-DARTS adds them to --epochs).
+    scheduler = lr_scheduler(optimizer, argparse.Namespace(
+        lr_schedule=c.lr_schedule, epochs=strategy.total_epochs, learning_rate=c.learning_rate,
+        learning_rate_min=c.learning_rate_min, lr_power_annealing_exponent_order=c.lr_power_annealing_exponent_order,
+        warmup_epochs=c.warmup_epochs))
+    architect = Architect(model, strategy.arch_config(), precision, terms=strategy.arch_terms)
+    return Engine(strategy, model, optimizer, scheduler, architect, precision, fmt)
+
+
+# ----------------------------------------------------------------------------------------
+# The search
+# ----------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    args, state, run_dir = resume_arguments(parse_args(argv), build_parser().parse_args([]), "search",
+                                            RESUME_OVERRIDABLE, RESUME_REQUIRED)
+    with process_group(resolve_device(args.device), args.dist_timeout) as (ctx, device):
+        search(args, state, run_dir, ctx, device)
+
+
+def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ctx: Dist,
+           device: torch.device) -> Supernet:
+    """Run (or continue) a search; returns this rank's supernet at the end."""
+    strategy, options = make_strategy(args)
+    precision = Precision(device, args.amp)
+    seed_everything(args.seed)
+    data = search_data(args, ctx, device, memory_format(args.memory_format, device))
+    engine = build_engine(strategy, data.num_classes, data.network, device, precision, args.memory_format,
+                          args.sync_bn, state["spec"] if state is not None else None)
+    rules = strategy.stop_rules(engine.model) + [r for o in options for r in o.stop_rules(engine.model, strategy)]
+    run = SearchRun(args, ctx, strategy, options, engine, data, rules)
+    start = run.restore(state) if state is not None else 0
+    run.open(state, run_dir, start)
+    ended = run_epochs(start, strategy.total_epochs, stop_epoch=args.stop_epoch, run_epoch=run.epoch, rules=rules,
+                       report=run.report, save=run.save, log=run.log, run_dir=run.run_dir)
+    run.close(finish=ended != STOPPED)
+    return engine.model
+
+
+class SearchRun:
+    """One search as ``run_epochs`` drives it: each epoch's steps and scores (``epoch``), its report
+    and heatmap (``report``, rank 0), its checkpoint (``save``), and the genotype at the end."""
+
+    def __init__(self, args: argparse.Namespace, ctx: Dist, strategy: CellStrategy, options: list, engine: Engine,
+                 data: SearchData, rules: list):
+        self.args, self.ctx, self.strategy, self.options = args, ctx, strategy, options
+        self.engine, self.data, self.rules = engine, data, rules
+        self.elapsed = 0.0
+
+    def restore(self, state: dict) -> int:
+        """Load a checkpoint; returns the first epoch to run (past the last if the search had stopped early)."""
+        engine = self.engine
+        engine.model.load_state_dict(state["model"])
+        engine.optimizer.load_state_dict(state["optimizer"])
+        engine.scheduler.load_state_dict(state["scheduler"])
+        engine.architect.load_state_dict(state["architect"])
+        engine.precision.scaler.load_state_dict(state["scaler"])
+        self.data.stream.load_state_dict(state["stream"])
+        for rule, rule_state in zip(self.rules, state["stop_rules"], strict=True):
+            rule.load_state_dict(rule_state)
+        self.elapsed = state["elapsed"]
+        return self.strategy.total_epochs if state.get("stopped_early") else state["epoch"]
+
+    def open(self, state: dict | None, run_dir: Path | None, start: int) -> None:
+        """Claim the genotype name, create (or reopen) the run folder, log what runs."""
+        args, ctx, model = self.args, self.ctx, self.engine.model
+        if state is None:
+            if args.genotype_name is not None:   # every rank checks (and fails) alike: no rank left waiting
+                check_genotype_name(genotype_file(args.genotype_name, args.multi_channel), None)
+            if ctx.is_main:
+                run_dir = create_run_dir("search", f"search-{args.save}")
+                if args.genotype_name is None:
+                    name = run_dir.name.removeprefix("search-")
+                    args.genotype_name = name.replace("-", "_") if args.multi_channel else name
+        self.run_dir, args.genotype_name = broadcast_object((run_dir, args.genotype_name))
+        if state is not None and args.genotype_name != state["args"].get("genotype_name"):   # a new name on resume
+            check_genotype_name(genotype_file(args.genotype_name, args.multi_channel), self.run_dir.name)
         if ctx.is_main:
-            run_dir = create_run_dir("search", f"search-{args.save}")
-            if args.genotype_name is None:
-                name = run_dir.name.removeprefix("search-")
-                args.genotype_name = name.replace("-", "_") if args.multi_channel else name
-    run_dir, args.genotype_name = broadcast_object((run_dir, args.genotype_name))
-    out_path = genotype_file(args.genotype_name, args.multi_channel)
-    if state is not None and args.genotype_name != state["args"].get("genotype_name"):   # a new name on resume
-        check_genotype_name(out_path, run_dir.name)
-    if ctx.is_main:
-        record_invocation(run_dir, vars(args), device)
-    log = setup_logger(run_dir, "search", enabled=ctx.is_main)
-    log.info("run folder %s", run_dir)
-    log.info("method %s (%s)", args.method, getattr(args, "method_source", "--method"))
-    log.info("args %s", json.dumps(vars(args), sort_keys=True))
-    shared = ctx.describe(batch, args.sync_bn)
-    amp = f" | amp {precision.dtype}" if precision.enabled else ""
-    if spec is None:
-        log.info("multi-channel grid: widths %s, %d layers of a stride-1 and a stride-2 stage, %s weighting | "
-                 "device %s%s%s", list(model.channels), len(model.op_grid), model.weighting, device, amp, shared)
-    else:
-        log.info("supernet: %s layout, %s weighting, %d sets of %dx%d alphas | primitives %s (%s ops) | C=%d | "
-                 "layers=%d reductions=%s | steps=%d multiplier=%d | device %s%s%s", spec.layout, spec.weighting,
-                 spec.n_sets, spec.n_edges, len(spec.primitives), args.primitives, spec.family, spec.init_channels,
-                 spec.layers, list(spec.reductions), spec.steps, spec.multiplier, device, amp, shared)
-    log.info("param size = %.6fM (network weights; alphas %d)", sum(p.numel() for p in weights) / 1e6,
-             sum(a.numel() for a in model.arch_parameters()))
-    log.info("update: %s%s%s", "single level" if args.single_level else
-             ("second order (unrolled)" if args.unrolled else "first order"),
-             f" | separation {args.sep_loss} x{args.aux_loss_weight}" if args.sep_loss != "none" else "",
-             f" | ablation x{args.abl_loss_weight}" if args.cell_loss != "none" else "")
-    if start_epoch:
-        log.info("resumed from epoch %d", start_epoch)
+            record_invocation(self.run_dir, vars(args), self.data.stream.device)
+        self.log = log = setup_logger(self.run_dir, "search", enabled=ctx.is_main)
+        log.info("run folder %s", self.run_dir)
+        log.info("method %s (%s) | defaults: %s", args.method, getattr(args, "method_source", "--method"),
+                 self.strategy.SOURCE)
+        log.info("args %s", json.dumps(vars(args), sort_keys=True))
+        amp = f" | amp {self.engine.precision.dtype}" if self.engine.precision.enabled else ""
+        log.info("%s | device %s%s%s", model.describe(), self.data.stream.device, amp,
+                 ctx.describe(ctx.per_rank_batch(args.batch_size), args.sync_bn))
+        log.info("param size = %.6fM (network weights; architecture %d)",
+                 sum(p.numel() for p in model.weight_parameters()) / 1e6,
+                 sum(a.numel() for a in model.arch_parameters()))
+        log.info("update: %s%s", self.strategy.describe_update(),
+                 "".join(f" | {type(o).__name__}" for o in self.options))
+        if start:
+            log.info("resumed from epoch %d", start)
+        for rule in self.rules:
+            rule.start(log, resumed=start > 0)
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start + 1) if ctx.is_main else None
+        self.weights_dir = self.run_dir / "weights"
+        if ctx.is_main:
+            self.weights_dir.mkdir(exist_ok=True)
+        model.train()
 
-    baseline_weights = baseline.alphas(spec.primitives) if baseline is not None else None
-    use_metric = baseline is not None and not args.no_arch_metric
-
-    def distance() -> float:
-        try:
-            return weights_distance(baseline_weights, model.probabilities(), primitives=spec.primitives,
-                                    op_threshold=args.op_threshold)
-        except DistanceError as e:
-            raise SearchError(f"architecture distance: {e}; pass --no_arch_metric") from None
-
-    if use_metric and start_epoch == 0:
-        log.info("architecture distance to %s at the start: %.10f", baseline.arch.name, distance())
-
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1) if ctx.is_main else None
-    weights_dir = run_dir / "weights"
-    if ctx.is_main:
-        weights_dir.mkdir(exist_ok=True)
-    model.train()
-    stopped_early = False
-    for epoch in range(start_epoch, total_epochs):
-        if args.stop_epoch is not None and epoch >= args.stop_epoch:
-            log.info("stopping after epoch %d as asked (--stop_epoch); continue with --resume %s", epoch, run_dir)
-            if writer is not None:
-                writer.close()
-            return model
+    def epoch(self, epoch: int) -> EpochRecord:
+        """Train (and search, unless pretraining) one epoch, score the held-out half, derive."""
+        args, engine, strategy = self.args, self.engine, self.strategy
         started = time.time()
-        seed_epoch(args.seed, epoch, ctx.rank)
-        order.set_epoch(epoch)
-        searching = epoch >= args.pretrain_epochs
-        lr = scheduler.get_last_lr()[0]
-        train_loss, train_top1, arch_means = search_epoch(
-            args, engine, train_loader, stream, precision, device, searching, log, epoch + 1,
-            f"epoch {epoch + 1}/{total_epochs}" + ("" if searching else " (pretrain)"))
-        scheduler.step()
+        seed_epoch(args.seed, epoch, self.ctx.rank)
+        self.data.order.set_epoch(epoch)
+        schedule = strategy.begin_epoch(epoch)
+        searching = strategy.searching(epoch)
+        lr = engine.scheduler.get_last_lr()[0]
+        total = f"{epoch + 1}/{strategy.total_epochs}" + ("" if searching else " (pretrain)")
+        train_loss, train_top1, arch_means = search_epoch(args, engine, self.data, searching, self.log, epoch + 1,
+                                                          f"epoch {total}")
+        engine.scheduler.step()
         if searching:
-            architect.end_epoch()
-        broadcast_buffers(model)
-        check_finite_weights(model, epoch + 1, SEARCH_DIVERGENCE_ADVICE)
-        valid = evaluate(model, valid_loader, nn.CrossEntropyLoss(), device, precision, desc="valid",
-                         memory_format=fmt, max_steps=args.max_steps)
-        elapsed += time.time() - started
-
+            engine.architect.end_epoch()
+        broadcast_buffers(engine.model)
+        check_finite_weights(engine.model, epoch + 1, SEARCH_DIVERGENCE_ADVICE)
+        valid = evaluate(engine.model, self.data.valid_loader, nn.CrossEntropyLoss(), self.data.stream.device,
+                         engine.precision, desc="valid", memory_format=engine.memory_format, max_steps=args.max_steps)
+        self.elapsed += time.time() - started
+        result = strategy.derive(engine.model)
         scalars = {"train_loss": train_loss, "train_top1": train_top1, "valid_loss": valid.loss,
-                   "valid_top1": valid.top1, "lr": lr}
-        for i, arch_lr in enumerate(architect.learning_rates() if searching else []):
-            scalars[f"arch_lr/{i}" if len(architect.learning_rates()) > 1 else "arch_lr"] = arch_lr
-        if "arch_loss" in arch_means:
-            scalars["arch_loss"] = float(arch_means["arch_loss"])
-        for key in ("separation", "ablation", "marginal", "cell_losses"):
-            if key in arch_means:
-                for name, value in zip(spec.set_names(), arch_means[key]):
-                    scalars[f"{key}/{name}"] = float(value)
-        if use_metric:
-            metric = distance()
-            scalars["distance_metric"] = metric
-            log.info("architecture distance to %s: %.10f", baseline.arch.name, metric)
-        log.info("epoch %d/%d%s lr %.3e | train loss %.4f acc %.2f%% | valid loss %.4f acc %.2f%% | %.0f s",
-                 epoch + 1, total_epochs, "" if searching else " (pretrain)", lr, train_loss, train_top1,
-                 valid.loss, valid.top1, elapsed)
-        if "ablation" in arch_means:
-            log.info("ablation values (mean of the epoch) %s | marginal contributions %s",
-                     np.array2string(arch_means["ablation"], precision=4),
-                     np.array2string(arch_means["marginal"], precision=4))
-        if ctx.is_main:
-            report_architecture(args, model, spec, log, writer, weights_dir, epoch + 1, scalars)
+                   "valid_top1": valid.top1, "lr": lr, **{f"schedule/{k}": v for k, v in schedule.items()},
+                   **{f"collapse/{k}": v for k, v in result.collapse().items()}}
+        rates = engine.architect.learning_rates() if searching else []
+        scalars.update({f"arch_lr/{i}" if len(rates) > 1 else "arch_lr": rate for i, rate in enumerate(rates)})
+        self.log.info("epoch %s lr %.3e | train loss %.4f acc %.2f%% | valid loss %.4f acc %.2f%% | %.0f s%s", total,
+                      lr, train_loss, train_top1, valid.loss, valid.top1, self.elapsed,
+                      "".join(f" | {k} {v:.4g}" for k, v in schedule.items()))
+        for key, value in arch_means.items():
+            if value.ndim == 0:
+                scalars[key] = float(value)
+                continue
+            scalars.update({f"{key}/{name}": float(v) for name, v in zip(engine.model.set_names(), value)})
+            self.log.info("%s values (mean of the epoch, per set) %s", key, np.array2string(value, precision=4))
+        return EpochRecord(epoch + 1, searching, scalars, engine.model.weight_tables(), result)
 
-        if use_metric and epoch >= args.pretrain_epochs + METRIC_WARMUP_EPOCHS:
-            if len(metrics) >= METRIC_PATIENCE and all(abs(metric - m) <= METRIC_TOLERANCE
-                                                       for m in metrics[-METRIC_PATIENCE:]):
-                stopped_early = True
-            metrics.append(metric)
-        if ctx.is_main:
-            save_checkpoint({"kind": "search", "epoch": epoch + 1, "args": vars(args),
-                             "spec": spec.to_dict() if spec is not None else None,
-                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "architect": architect.state_dict(),
-                             "scaler": precision.scaler.state_dict(), "stream": stream.state_dict(),
-                             "metrics": metrics, "elapsed": elapsed, "stopped_early": stopped_early},
-                            run_dir / "checkpoint.pt")
-        if stopped_early:
-            log.info("the architecture distance stayed within %g for %d epochs: search stopped early",
-                     METRIC_TOLERANCE, METRIC_PATIENCE)
-            break
-    if ctx.is_main:
-        writer.close()
-        finish(args, model, run_dir, out_path, log)
-    return model
+    def report(self, record: EpochRecord) -> None:
+        """Rank 0's record of the epoch: weights (.npy/.npz) and their heatmap, log, tensorboard."""
+        if not self.ctx.is_main:
+            return
+        stem = self.weights_dir / f"epoch_{record.epoch:03d}"
+        self.engine.model.save_weights(stem)
+        heatmap_png(stem.with_suffix(".png"), record.tables, f"{self.args.method}: architecture weights, "
+                                                             f"epoch {record.epoch}")
+        log_tables(self.log, record.tables)
+        tensorboard_tables(self.writer, record.tables, record.epoch)
+        for key, value in record.scalars.items():
+            self.writer.add_scalar(key, value, record.epoch)
+        self.writer.add_text("genotype", record.result.text(), record.epoch)
+        self.writer.flush()
+        collapse = record.result.collapse()
+        if collapse:
+            self.log.info("normal cell: %g skip connections, %g parameter-free ops", collapse["skip_connections"],
+                          collapse["param_free_ops"])
+        self.log.info("%s = %s", record.result.label, record.result.text())
+
+    def save(self, epochs_done: int, stopped_early: str | None) -> None:
+        if not self.ctx.is_main:
+            return
+        engine = self.engine
+        save_checkpoint({"kind": "search", "epoch": epochs_done, "args": vars(self.args),
+                         "spec": engine.model.spec_dict(), "model": engine.model.state_dict(),
+                         "optimizer": engine.optimizer.state_dict(), "scheduler": engine.scheduler.state_dict(),
+                         "architect": engine.architect.state_dict(), "scaler": engine.precision.scaler.state_dict(),
+                         "stream": self.data.stream.state_dict(), "stop_rules": [r.state_dict() for r in self.rules],
+                         "elapsed": self.elapsed, "stopped_early": stopped_early}, self.run_dir / "checkpoint.pt")
+
+    def close(self, finish: bool) -> None:
+        """After the epochs: the genotype(s), selected on every rank, written by rank 0."""
+        if self.writer is not None:
+            self.writer.close()
+        if not finish:
+            return
+        selection = next((o for o in self.options if o.selects), None)
+        if selection is not None:
+            data = self.data
+            results = {"": selection.select(SelectionContext(self.engine, data.train_loader, data.stream,
+                                                             data.valid_loader, data.stream.device,
+                                                             self.args.max_steps, self.log))}
+        else:
+            results = self.strategy.results(self.engine.model)
+        if not self.ctx.is_main:
+            return
+        args = self.args
+        origin = f"{GENOTYPE_MARK}: {args.method} search on {args.dataset}, seed {args.seed}"
+        for suffix, result in results.items():
+            write_result(result, genotype_file(args.genotype_name + suffix, args.multi_channel), self.run_dir, origin,
+                         args.dataset, self.log)
 
 
-def search_epoch(args: argparse.Namespace, engine: Engine, train_loader, stream: SearchStream, precision: Precision,
-                 device: torch.device, searching: bool, log, epoch: int,
+def search_epoch(args: argparse.Namespace, engine: Engine, data: SearchData, searching: bool, log, epoch: int,
                  desc: str) -> tuple[float, float, dict[str, np.ndarray]]:
     """One pass over the training half (architecture steps too when `searching`): training loss and
     top-1 %, and the epoch's mean architecture statistics, all over every rank's batches. A NaN or
     inf loss (of either step) raises DivergenceError at the next progress line or at the end."""
-    model, fmt = engine.model, engine.memory_format
+    device, fmt = data.stream.device, engine.memory_format
     loss_sum, top1_sum = RunningSum(device), RunningSum(device)
     watch = DivergenceWatch(device, epoch, SEARCH_DIVERGENCE_ADVICE)
     arch_sums: dict[str, torch.Tensor] = {}
     arch_steps = 0
-    bar = progress(train_loader, desc)
+    bar = progress(data.train_loader, desc)
     for step, (x, y) in enumerate(bar):
         if args.max_steps is not None and step >= args.max_steps:
             break
         x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
-        logits, loss, stats = search_iteration(model, engine.architect if searching else None, engine.optimizer,
-                                               precision, x, y, stream, grad_clip=args.grad_clip,
-                                               single_level=args.single_level)
+        loss, logits, stats = engine.step((x, y), data.stream, searching)
         watch.observe(loss, *([stats["arch_loss"]] if "arch_loss" in stats else []))
         n = y.shape[0]
         loss_sum.add(loss * n, n)
@@ -648,65 +585,6 @@ def search_epoch(args: argparse.Namespace, engine: Engine, train_loader, stream:
     average_over_ranks(list(arch_sums.values()))
     arch_means = {k: (v / max(arch_steps, 1)).cpu().numpy() for k, v in arch_sums.items()}
     return loss_sum.mean(), 100 * top1_sum.mean(), arch_means
-
-
-def report_architecture(args: argparse.Namespace, model: SearchNetwork | MultiChannelSearchNetwork,
-                        spec: SupernetSpec | None, log, writer: SummaryWriter, weights_dir: Path, epoch: int,
-                        scalars: dict[str, float]) -> None:
-    """Rank 0's record of the architecture after an epoch: its weights (weights/epoch_NNN.npy, or
-    .npz of the grid's normal and reduce stages), the log, tensorboard, and what would be derived now."""
-    if spec is None:
-        np.savez(weights_dir / f"epoch_{epoch:03d}.npz", **model.raw_weights())
-        text = str(model.best_path().names())
-    else:
-        probabilities = model.probabilities()
-        np.save(weights_dir / f"epoch_{epoch:03d}.npy", probabilities)
-        text = format_genotype(model.genotype(args.parse_method, args.op_threshold)).strip()
-        tensorboard_weights(writer, spec, probabilities, epoch)
-        log_weights(log, spec, probabilities)
-    for key, value in scalars.items():
-        writer.add_scalar(key, value, epoch)
-    writer.add_text("genotype", text, epoch)
-    writer.flush()
-    log.info("%s = %s", "best path" if spec is None else "genotype", text)
-
-
-def finish(args: argparse.Namespace, model: SearchNetwork | MultiChannelSearchNetwork, run_dir: Path,
-           out_path: Path, log) -> None:
-    """Derive the final genotype (or path), check that it builds, write it and print it; under
-    another name if another run wrote this one meanwhile."""
-    origin = f"{GENOTYPE_MARK}: {args.method} search on {args.dataset}, seed {args.seed}"
-    wanted, out_path = out_path, unclaimed_genotype_file(out_path, run_dir.name)
-    if out_path != wanted:
-        log.warning("%s was written by %s while this search ran, so this search writes %s instead", wanted,
-                    genotype_writer(wanted) or "someone else", out_path)
-    if isinstance(model, MultiChannelSearchNetwork):
-        path = model.best_path()
-        write_path_file(out_path, out_path.stem, path, comments=(origin, f"run: {run_dir.name}; best path"))
-        (run_dir / "genotype.txt").write_text(out_path.read_text())
-        log.info("best path written to %s:\n%s", out_path, path.names())
-        log.info("train it with: python cnn/train.py --multi_channel --arch %s --dataset %s", out_path.stem,
-                 args.dataset)
-        return
-    record = model.genotype(args.parse_method, args.op_threshold)
-    try:
-        to_architecture(record, out_path.stem)
-    except GenotypeError as e:
-        raise SearchError(f"the derived genotype cannot be trained ({e}); derive it again with a lower "
-                          f"--op_threshold: python cnn/train_search.py --resume {run_dir} --op_threshold 0.6") from None
-    if args.ops == "sharp" and record.kind == "Genotype":
-        record = replace(record, fields=record.fields + (("layout", "cell"),))   # sharpDARTS's form: sharp ops
-    record = replace(record, comments=(
-        origin,
-        f"run: {run_dir.name}; parse: {args.parse_method}"
-        + (f" op_threshold={args.op_threshold}" if args.parse_method != "darts" else ""),
-    ))
-    write_genotype_file(out_path, record)
-    text = format_genotype(record)
-    (run_dir / "genotype.txt").write_text(text)
-    log.info("genotype written to %s:\n%s", out_path, text.strip())
-    family = "" if args.ops == "darts" or record.get("layout") else f" --ops {args.ops}"
-    log.info("train it with: python cnn/train.py --arch %s --dataset %s%s", out_path.stem, args.dataset, family)
 
 
 if __name__ == "__main__":

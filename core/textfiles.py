@@ -1,5 +1,5 @@
-"""Small text files (genotypes, multi-channel paths, run records): read with one clear error,
-written atomically so that a reader never sees half a file."""
+"""Small text files (genotypes, multi-channel paths, run records) and images: read with one clear
+error, written atomically so that a reader never sees half a file."""
 from __future__ import annotations
 
 import os
@@ -26,13 +26,18 @@ def read_text(path: Path, what: str, error: type[UserError]) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """A temporary file in the same folder, flushed to disk, then renamed over `path` (UTF-8)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     """A temporary file in the same folder, flushed to disk, then renamed over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)

@@ -1,29 +1,69 @@
 """Run the project's scripts the way users do: in a child process, so that a native crash (SIGABRT,
-SIGSEGV) or a hang fails the one test that ran it and the rest of the suite still reports."""
+SIGSEGV) or a hang fails the one test that ran it and the rest of the suite still reports.
+
+The children are forked from one server (tests/script_server.py) that has imported torch and
+torchvision once: each starts as `python <script> args` would, for a fraction of the ~9 s that a
+fresh interpreter spends importing them here.
+"""
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+BASE_ENV = {"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONIOENCODING": "utf-8"}
+_server: subprocess.Popen | None = None
+
+
+def _script_server() -> subprocess.Popen:
+    global _server
+    if _server is None or _server.poll() is not None:
+        env = {**os.environ, **BASE_ENV}
+        env.pop("PYTHONPATH", None)
+        _server = subprocess.Popen([sys.executable, str(REPO / "tests" / "script_server.py")], cwd=REPO, env=env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        atexit.register(_server.stdin.close)
+    return _server
 
 
 def run_script(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
     """`python <script> args` (a path relative to the repository, e.g. cnn/train.py), on one thread;
     run folders go where DARTS_LOGS_DIR points (the tests' `logs` fixtures set it)."""
-    path = REPO / script
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONIOENCODING": "utf-8",
-                **(env or {})}
+    full_env = {**os.environ, **BASE_ENV, **(env or {})}
     full_env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, str(path), *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-    if done.returncode < 0:
-        name = signal.Signals(-done.returncode).name
-        raise AssertionError(f"{script} died of {name}\n--- stderr ---\n{done.stderr[-4000:]}")
+    command = [sys.executable, script, *map(str, args)]
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        server = _script_server()
+        server.stdin.write(json.dumps({"script": str(REPO / script), "args": command[2:], "cwd": str(cwd),
+                                       "env": full_env, "stdout": str(out), "stderr": str(err),
+                                       "timeout": timeout}) + "\n")
+        server.stdin.flush()
+        reply = server.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"tests/script_server.py stopped (exit status {server.wait()}) while running {script}")
+        returncode = json.loads(reply)["returncode"]
+        stdout, stderr = (f.read_text(encoding="utf-8", errors="replace") if f.exists() else "" for f in (out, err))
+    if returncode == "timeout":
+        raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        raise AssertionError(f"{script} died of {name}\n--- stderr ---\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(command, returncode, stdout, stderr)
+
+
+def run_ok(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess:
+    """`run_script` that must exit 0; a failure shows the end of the script's stderr."""
+    done = run_script(script, *args, cwd=cwd, env=env, timeout=timeout)
+    assert done.returncode == 0, f"{script} exited {done.returncode}\n--- stderr ---\n{done.stderr[-4000:]}"
     return done
 
 

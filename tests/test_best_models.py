@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import evaluate_model
 from export_model import sha256
 from paths import BEST_MODELS_DIR
+from scripts import run_ok
 
 MANIFESTS = sorted(BEST_MODELS_DIR.glob("*.json"))
 
@@ -17,13 +17,12 @@ def test_at_least_one_model_is_shipped():
 
 
 @pytest.mark.parametrize("manifest_path", MANIFESTS, ids=lambda p: p.stem)
-def test_checkpoint_reproduces_its_manifest(manifest_path: Path, capsys):
+def test_checkpoint_reproduces_its_manifest(manifest_path: Path):
     manifest = json.loads(manifest_path.read_text())
     checkpoint = BEST_MODELS_DIR / manifest["checkpoint"]
     assert sha256(checkpoint) == manifest["sha256"]
     assert "cnn/train.py" in manifest["command"] and f"--arch {manifest['genotype']}" in manifest["command"]
-    evaluate_model.main(["--model_path", str(checkpoint)])
-    out = capsys.readouterr().out
+    out = run_ok("cnn/evaluate_model.py", "--model_path", str(checkpoint)).stdout
     top1 = float(re.search(r"test top-1 ([\d.]+)%", out).group(1))
     params = float(re.search(r"params ([\d.]+)M", out).group(1))
     assert top1 == pytest.approx(manifest["test_top1"], abs=0.005)

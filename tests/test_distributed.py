@@ -2,7 +2,6 @@
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from distributed import Dist, DistributedError
 from sampling import EvalShard, ShardedOrder
+from scripts import run_ok
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "distributed_worker.py"
@@ -115,17 +115,14 @@ TRAIN = ("cnn/train.py --arch DARTS_V2 --dataset digits --init_channels 4 --laye
 
 def test_torchrun_training_follows_a_single_process_step_by_step(tmp_path):
     env = {"DARTS_LOGS_DIR": str(tmp_path / "logs")}
-    single_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     # both stop after two steps, are compared, and are resumed (under torchrun for the distributed one)
     _torchrun([*TRAIN.split(), "--save", "ddp", "--stop_epoch", "2"], env)
-    subprocess.run([sys.executable, *TRAIN.split(), "--save", "single", "--stop_epoch", "2"], cwd=REPO, check=True,
-                   capture_output=True, env=single_env, timeout=600)
+    run_ok(*TRAIN.split(), "--save", "single", "--stop_epoch", "2", env=env, timeout=600)
     runs = {p.name.split("-")[0]: p for p in (tmp_path / "logs" / "eval").iterdir()}
     assert sorted(runs) == ["ddp", "single"]      # rank 1 wrote no run folder of its own
     _assert_same_weights(_weights(runs["ddp"]), _weights(runs["single"]))
     _torchrun(["cnn/train.py", "--resume", str(runs["ddp"])], env)
-    subprocess.run([sys.executable, "cnn/train.py", "--resume", str(runs["single"])], cwd=REPO, check=True,
-                   capture_output=True, env=single_env, timeout=600)
+    run_ok("cnn/train.py", "--resume", str(runs["single"]), env=env, timeout=600)
     assert "2 processes, 32 images each per step, global BatchNorm" in (runs["ddp"] / "log.txt").read_text()
     ddp, single = _scalars(runs["ddp"]), _scalars(runs["single"])
     for tag in ddp:

@@ -243,7 +243,7 @@ def test_architect_steps_change_the_alphas_and_lower_the_loss():
     with torch.no_grad():
         loss_before = F.cross_entropy(net(x), y).item()
     for _ in range(5):
-        architect.step(x, y, x, y, torch.optim.SGD(net.weight_parameters(), lr=0.01))
+        architect.step((x, y), (x, y), torch.optim.SGD(net.weight_parameters(), lr=0.01))
     with torch.no_grad():
         loss_after = F.cross_entropy(net(x), y).item()
     assert all((a - b).abs().max() > 1e-2 for a, b in zip(net.arch_parameters(), before))
@@ -256,6 +256,6 @@ def test_second_order_architect_step_runs_on_the_grid():
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9)
     architect = Architect(net, ArchConfig(unrolled=True), Precision(torch.device("cpu"), False))
     before = [a.detach().clone() for a in net.arch_parameters()]
-    stats = architect.step(x, y, x, y, optimizer)
+    stats = architect.step((x, y), (x, y), optimizer)
     assert torch.isfinite(stats["arch_loss"])
     assert all(not torch.equal(a, b) for a, b in zip(net.arch_parameters(), before))

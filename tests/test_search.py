@@ -11,28 +11,41 @@ from torch.func import functional_call
 
 import architect as architect_module
 import cli
+import ddarts_losses
 import genotypes
 import paths
 import run_dir
 import train_search
-from architect import Architect, ArchConfig, search_iteration, separation_terms
+from architect import Architect, ArchConfig, search_iteration
+from ddarts_losses import DDartsLosses, separation_terms
 from genotypes import PRIMITIVE_SETS, format_genotype, load_architecture, read_genotype_file
 from model import NetworkCIFAR
 from model_search import SearchError, SearchNetwork, load_baseline, make_spec, op_coefficients
 from operations import OPS
 from runtime import Precision
+from scripts import run_ok
+from search_strategy import StrategyError
+from strategies import dartopti
 
 CPU = Precision(torch.device("cpu"), False)
 
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
-    """Run folders and written genotypes go to tmp_path."""
+    """Run folders and written genotypes go to tmp_path, in this process and in the searches it starts."""
     monkeypatch.setattr(run_dir, "LOGS_DIR", tmp_path / "logs")
     gdir = tmp_path / "genotypes"
     gdir.mkdir()
     monkeypatch.setattr(train_search, "GENOTYPE_OUTPUT_DIR", gdir)
+    monkeypatch.setenv("DARTS_LOGS_DIR", str(tmp_path / "logs"))
     return tmp_path
+
+
+def search(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> None:
+    """train_search.py in a child process (a native crash fails this test only), writing its genotype
+    to the sandbox's genotypes/ (the tests' GENOTYPE_OUTPUT_DIR); it must exit 0."""
+    run_ok("tests/patched_script.py", "--genotypes_to", str(train_search.GENOTYPE_OUTPUT_DIR), "--",
+           "cnn/train_search.py", *args, env=env, timeout=timeout)
 
 
 def tiny(layout="shared", weighting="softmax", primitives="DARTS", layers=2, steps=2, C=4, init="randn"):
@@ -194,7 +207,7 @@ def _relative_error(got, exact):
 def test_second_order_gradient_equals_the_finite_difference_formula():
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup()
     arch = Architect(model, ArchConfig(unrolled=True, network_momentum=0.9, network_weight_decay=3e-4), CPU)
-    got, _ = arch.unrolled_gradients(x_t, y_t, x_v, y_v, opt)
+    got, _ = arch.unrolled_gradients((x_t, y_t), (x_v, y_v), opt)
     formula = _reference_unrolled(model, x_t, y_t, x_v, y_v, opt, 0.1, 0.9, 3e-4)
     for a, b in zip(got, formula):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -205,7 +218,7 @@ def test_second_order_gradient_approximates_the_exact_hypergradient(monkeypatch)
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup(smooth=True)
     arch = Architect(model, ArchConfig(unrolled=True, network_momentum=0.9, network_weight_decay=3e-4), CPU)
     exact = _exact_hypergradient(model, x_t, y_t, x_v, y_v, opt, 0.1, 0.9, 3e-4)
-    got, _ = arch.unrolled_gradients(x_t, y_t, x_v, y_v, opt)
+    got, _ = arch.unrolled_gradients((x_t, y_t), (x_v, y_v), opt)
     assert _relative_error(got, exact) < 1e-3
     first = torch.autograd.grad(F.cross_entropy(model(x_v), y_v), model.arch_parameters())
     assert _relative_error(first, exact) > 0.1
@@ -213,7 +226,7 @@ def test_second_order_gradient_approximates_the_exact_hypergradient(monkeypatch)
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup()
     monkeypatch.setattr(architect_module, "HVP_SCALE", 1e-6)
     arch = Architect(model, ArchConfig(unrolled=True, network_momentum=0.9, network_weight_decay=3e-4), CPU)
-    got, _ = arch.unrolled_gradients(x_t, y_t, x_v, y_v, opt)
+    got, _ = arch.unrolled_gradients((x_t, y_t), (x_v, y_v), opt)
     assert _relative_error(got, _exact_hypergradient(model, x_t, y_t, x_v, y_v, opt, 0.1, 0.9, 3e-4)) < 1e-7
 
 
@@ -221,7 +234,7 @@ def test_second_order_step_leaves_the_network_untouched():
     model, x_t, y_t, x_v, y_v, opt = _second_order_setup()
     before = copy.deepcopy(model.state_dict())
     arch = Architect(model, ArchConfig(unrolled=True), CPU)
-    arch.step(x_t, y_t, x_v, y_v, opt)
+    arch.step((x_t, y_t), (x_v, y_v), opt)
     after = model.state_dict()
     for key, value in before.items():
         if not key.startswith("alphas."):
@@ -238,15 +251,16 @@ def _ddarts(abl=0.7, sep="l2"):
     with torch.no_grad():
         for a in model.arch_parameters():
             a.normal_(0, 1.0)
-    cfg = ArchConfig(learning_rate=3e-3, betas=(0.9, 0.999), per_cell=True, sep_loss=sep, aux_loss_weight=9.0,
-                     cell_loss="ablation_loss" if abl else "none", abl_loss_weight=abl)
+    cfg = ArchConfig(learning_rate=3e-3, betas=(0.9, 0.999), per_tensor=True)
+    losses = DDartsLosses(sep_loss=sep, aux_loss_weight=9.0, cell_loss="ablation_loss" if abl else "none",
+                          abl_loss_weight=abl)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
-    return model, Architect(model, cfg, CPU), x, y
+    return model, Architect(model, cfg, CPU, terms=losses), x, y
 
 
 def _gradients(model, arch, x, y, seed=1):
     torch.manual_seed(seed)
-    grads, _, stats = arch.objective_gradients(x, y)
+    grads, _, stats = arch.objective_gradients((x, y))
     return grads, stats
 
 
@@ -272,7 +286,7 @@ def test_each_cell_gets_the_gradient_of_its_own_loss_only():
                                 alphas)
     assert not torch.allclose(leaky[0], grads[0], rtol=1e-3)
     # and nothing reaches the network weights
-    arch.step(x, y, x, y, None)
+    arch.step((x, y), (x, y), None)
     assert all(p.grad is None for p in model.weight_parameters())
 
 
@@ -283,7 +297,7 @@ def test_a_cells_loss_changes_only_that_cells_gradient(monkeypatch):
     def louder_first_cell(m, kind):
         terms = separation_terms(m, kind)
         return terms * torch.tensor([5.0] + [1.0] * (len(terms) - 1))
-    monkeypatch.setattr(architect_module, "separation_terms", louder_first_cell)
+    monkeypatch.setattr(ddarts_losses, "separation_terms", louder_first_cell)
     changed, _ = _gradients(model, arch, x, y)
     assert not torch.allclose(changed[0], grads[0])
     for a, b in zip(changed[1:], grads[1:]):
@@ -308,7 +322,7 @@ def test_per_cell_sets_have_their_own_optimizer_state_and_schedule():
     model, arch, x, y = _ddarts()
     assert len(arch.optimizer.param_groups) == len(model.arch_parameters()) == 3
     lr = arch.learning_rates()
-    arch.step(x, y, x, y, None)
+    arch.step((x, y), (x, y), None)
     arch.end_epoch()
     assert all(b < a for a, b in zip(lr, arch.learning_rates()))
 
@@ -321,7 +335,7 @@ def test_single_level_iteration_updates_both_without_a_search_batch():
 
     def no_batch():
         raise AssertionError("single level must not draw a search batch")
-    search_iteration(model, arch, opt, CPU, x, y, no_batch, grad_clip=5.0, single_level=True)
+    search_iteration(model, arch, opt, CPU, (x, y), no_batch, grad_clip=5.0, single_level=True)
     assert all(not torch.equal(a, b) for a, b in zip(before, model.arch_parameters()))
     assert not torch.equal(w_before, model.classifier.weight)
 
@@ -350,7 +364,7 @@ def test_the_seed_command_lines_parse_to_their_method(method, line):
 
 
 def test_conflicting_method_flags_ask_for_method():
-    with pytest.raises(SearchError, match="--method"):
+    with pytest.raises(StrategyError, match="--method"):
         train_search.parse_args(["--weighting_algorithm", "max_w", "--cell_loss", "none"])
     assert train_search.parse_args(["--method", "sharp", "--cell_loss", "none"]).method == "sharp"
 
@@ -369,7 +383,7 @@ STRATEGIES = {
 
 
 def _run(sandbox, line):
-    train_search.main(line.split())
+    search(*line.split())
     runs = sorted((sandbox / "logs" / "search").iterdir(), key=lambda p: p.stat().st_mtime)
     return runs[-1]
 
@@ -401,7 +415,7 @@ def test_a_resumed_search_ends_exactly_like_an_uninterrupted_one(sandbox, extra)
     straight = _run(sandbox, f"{line} --genotype_name straight")
     stopped = _run(sandbox, f"{line} --genotype_name resumed --stop_epoch 1")
     assert torch.load(stopped / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    train_search.main(["--resume", str(stopped)])
+    search("--resume", str(stopped))
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(stopped / "checkpoint.pt", weights_only=True)["model"]
     for key in a:
@@ -440,18 +454,19 @@ def test_bad_input_is_one_sentence(sandbox, capsys):
 
 def test_resuming_a_finished_search_derives_the_genotype_again(sandbox):
     run = _run(sandbox, f"{COMMON} {STRATEGIES['ddarts_nested']} --genotype_name first")
-    train_search.main(["--resume", str(run), "--parse_method", "threshold_edge", "--genotype_name", "again"])
+    search("--resume", str(run), "--parse_method", "threshold_edge", "--genotype_name", "again")
     first = read_genotype_file(sandbox / "genotypes" / "first.txt")
     again = read_genotype_file(sandbox / "genotypes" / "again.txt")
     assert sum(map(len, again.get("genes"))) > sum(map(len, first.get("genes")))   # every edge, two ops each
 
 
-def test_dartopti_stops_early_when_the_distance_stays_put(sandbox, monkeypatch):
-    monkeypatch.setattr(train_search, "METRIC_WARMUP_EPOCHS", 0)
+def test_dartopti_stops_early_when_the_distance_stays_put(sandbox):
     run = _run(sandbox, f"{COMMON.replace('--epochs 1', '--epochs 20').replace('--max_steps 2', '--max_steps 1')} "
                         "--arch_baseline ResNet18 --pretrain_epochs 0 --arch_learning_rate 0 --genotype_name early")
     assert "search stopped early" in (run / "log.txt").read_text()
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 5      # 4 epochs within 0.001, then stop
+    # the distance counts after the warm-up epochs; PATIENCE epochs within the tolerance, then one more to stop
+    stop = dartopti.METRIC_WARMUP_EPOCHS + dartopti.METRIC_PATIENCE + 1
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == stop
     assert (sandbox / "genotypes" / "early.txt").exists()
 
 
@@ -461,15 +476,15 @@ QUICK_TRAIN = "--dataset digits --init_channels 12 --layers 6 --epochs 20 --lear
 
 
 @pytest.mark.slow
-def test_the_quick_digits_search_finds_a_genotype_that_trains_to_95_percent(sandbox, one_thread):
+def test_the_quick_digits_search_finds_a_genotype_that_trains_to_95_percent(sandbox):
     import json
 
-    import train
-    torch.set_num_threads(2)
-    run = _run(sandbox, f"{QUICK_SEARCH} --genotype_name digits_search")
+    two_threads = {"OMP_NUM_THREADS": "2"}
+    search(*f"{QUICK_SEARCH} --genotype_name digits_search".split(), env=two_threads, timeout=1800)
+    run = next((sandbox / "logs" / "search").iterdir())
     assert "epoch 6/6" in (run / "log.txt").read_text()
     path = sandbox / "genotypes" / "digits_search.txt"
-    train.main(f"--arch {path} {QUICK_TRAIN}".split())
+    run_ok("cnn/train.py", "--arch", str(path), *QUICK_TRAIN.split(), env=two_threads, timeout=1800)
     results = sorted((sandbox / "logs" / "eval").glob("*/results.json"))[-1]
     assert json.loads(results.read_text())["final"]["test_top1"] >= 95.0
 

@@ -10,7 +10,7 @@ from lm_training import StepConfig
 from paths import REPO_ROOT
 
 
-def add_model_flags(p: argparse.ArgumentParser, *, emsize: int) -> None:
+def add_model_flags(p: argparse.ArgumentParser, *, emsize: int, dropoute: float) -> None:
     """The sizes and dropouts DARTS's train.py and train_search.py share (with their defaults)."""
     p.add_argument("--data", default=str(REPO_ROOT / "data" / "penn"),
                    help="corpus folder with train.txt, valid.txt and test.txt, or 'pydoc' for the offline corpus")
@@ -22,10 +22,20 @@ def add_model_flags(p: argparse.ArgumentParser, *, emsize: int) -> None:
     p.add_argument("--dropouth", type=cli.probability, default=0.25, help="dropout on the hidden state in the cell")
     p.add_argument("--dropoutx", type=cli.probability, default=0.75, help="dropout on the cell input")
     p.add_argument("--dropouti", type=cli.probability, default=0.2, help="locked dropout on the embedded words")
+    p.add_argument("--dropoute", type=cli.probability, default=dropoute, help="dropout of whole words from the embedding")
 
 
-def add_training_flags(p: argparse.ArgumentParser) -> None:
-    """The optimisation flags DARTS's two scripts share."""
+def add_training_flags(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, wdecay: float, seed: int,
+                       log_interval: int) -> None:
+    """The optimisation flags DARTS's two scripts share (with the defaults that differ as arguments)."""
+    p.add_argument("--epochs", type=cli.positive_int, default=epochs, help="upper epoch limit")
+    p.add_argument("--batch_size", type=cli.positive_int, default=batch_size,
+                   help="sequences per batch (the global batch)")
+    p.add_argument("--wdecay", type=cli.non_negative_float, default=wdecay, help="weight decay of the network weights")
+    p.add_argument("--seed", type=cli.seed, default=seed)
+    p.add_argument("--nonmono", type=cli.positive_int, default=5,
+                   help="train.py switches to averaged SGD once validation is worse than the best but the last this "
+                        "many epochs (the search never switches, as DARTS's)")
     p.add_argument("--lr", type=cli.positive_float, default=20.0, help="initial learning rate (SGD, then ASGD)")
     p.add_argument("--clip", type=cli.positive_float, default=0.25, help="gradient norm clipping")
     p.add_argument("--bptt", type=cli.positive_int, default=35, help="mean sequence length of a batch")
@@ -38,12 +48,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small_batch_size", type=cli.positive_int, default=None,
                    help="sequences computed at once; a batch is computed in chunks of this many whose gradients "
                         "add up (default: the whole batch of a process)")
-    p.add_argument("--log_interval", "--log-interval", type=cli.non_negative_int, default=200,
+    p.add_argument("--log_interval", "--log-interval", type=cli.non_negative_int, default=log_interval,
                    help="batches between log lines (0: none)")
     p.add_argument("--eval_batch_size", type=cli.positive_int, default=10,
-                   help="sequences of the validation batches (and of the per-epoch test)")
-    p.add_argument("--test_batch_size", type=cli.positive_int, default=1,
-                   help="sequences of the final test of model_best.pt")
+                   help="sequences of the validation batches (and of train.py's per-epoch test)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 if supported, else fp16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,

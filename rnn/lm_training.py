@@ -19,9 +19,10 @@ evaluation splits the columns of the evaluation batch over the ranks and sums th
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from logging import Logger
 
@@ -38,6 +39,7 @@ from runtime import DivergenceWatch, Precision, progress
 
 DIVERGENCE_ADVICE = "lower --lr or --clip, or run without --amp"
 OPTIMIZERS = ("sgd", "asgd")
+ChunkHook = Callable[[int, torch.Tensor, torch.Tensor, list[torch.Tensor]], None]
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,16 @@ class StepConfig:
     beta: float
     small_batch_size: int
     log_interval: int
+    length_sd: float = 5.0      # noise on the drawn lengths (DARTS's search: none)
 
 
-def batch_schedule(rows: int, bptt: int, max_seq_len_delta: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def batch_schedule(rows: int, bptt: int, max_seq_len_delta: int, rng: np.random.Generator,
+                   length_sd: float = 5.0) -> list[tuple[int, int]]:
     """(first row, drawn length) of every batch of one epoch over `rows` rows of training data."""
     schedule, i = [], 0
     while i < rows - 2:
         mean = bptt if rng.random() < 0.95 else bptt / 2
-        seq_len = min(max(5, int(rng.normal(mean, 5))), bptt + max_seq_len_delta)
+        seq_len = min(max(5, int(rng.normal(mean, length_sd) if length_sd else mean)), bptt + max_seq_len_delta)
         schedule.append((i, seq_len))
         i += seq_len
     return schedule
@@ -76,27 +80,32 @@ def detach(hidden: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def train_step(model: RNNModel, data: torch.Tensor, targets: torch.Tensor, hidden: list[list[torch.Tensor]],
                optimizer: torch.optim.Optimizer, precision: Precision, cfg: StepConfig, seq_len: int,
-               watch: DivergenceWatch) -> torch.Tensor:
+               watch: DivergenceWatch, before_chunk: ChunkHook | None = None) -> torch.Tensor:
     """One weight step on a batch (T, B) of this rank's sequences, computed in chunks of
-    small_batch_size whose hidden states `hidden` carries (updated in place). Returns the summed
-    negative log-likelihood of the targets, on the device."""
+    small_batch_size whose hidden states `hidden` carries (updated in place). `before_chunk(chunk,
+    data, targets, hidden)` runs before each chunk's forward (the search's architecture step).
+    Only the optimizer's parameters get gradients and are clipped. Returns the summed negative
+    log-likelihood of the targets, on the device."""
     group = optimizer.param_groups[0]
     lr = group["lr"]
     group["lr"] = lr * seq_len / cfg.bptt
     optimizer.zero_grad(set_to_none=True)
     batch, small = data.shape[1], cfg.small_batch_size
     total = torch.zeros((), device=data.device)
+    weights = [p for g in optimizer.param_groups for p in g["params"]]
     for c in range(batch // small):
         cols = slice(c * small, (c + 1) * small)
+        if before_chunk is not None:
+            before_chunk(c, data[:, cols], targets[:, cols], hidden[c])
         with precision.autocast():
             log_prob, hidden[c], raw, dropped = model(data[:, cols], detach(hidden[c]), return_h=True)
             nll = F.nll_loss(log_prob.float().reshape(-1, model.ntoken), targets[:, cols].reshape(-1), reduction="sum")
             raw_loss = nll / targets[:, cols].numel()
             loss = raw_loss + regularization(raw[-1], dropped[-1], cfg.alpha, cfg.beta)
-        precision.scaler.scale(loss * (small / batch)).backward()
+        precision.scaler.scale(loss * (small / batch)).backward(inputs=weights)
         watch.observe(raw_loss)
         total += nll.detach()
-    params = [p for p in model.parameters() if p.grad is not None]
+    params = [p for p in weights if p.grad is not None]
     average_over_ranks([p.grad for p in params])
     precision.scaler.unscale_(optimizer)
     nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -107,19 +116,22 @@ def train_step(model: RNNModel, data: torch.Tensor, targets: torch.Tensor, hidde
 
 
 def train_epoch(model: RNNModel, train_data: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Precision,
-                cfg: StepConfig, *, epoch: int, rng: np.random.Generator, log: Logger) -> float:
+                cfg: StepConfig, *, epoch: int, rng: np.random.Generator, log: Logger,
+                arch_step: Callable[..., None] | None = None) -> float:
     """One pass over this rank's columns of the batched training data; the mean negative
-    log-likelihood per token over every rank. A NaN or inf loss raises DivergenceError at the end."""
+    log-likelihood per token over every rank. A NaN or inf loss raises DivergenceError at the end.
+    `arch_step(first row, chunk, data, targets, hidden)` runs before each chunk's weight step (the search)."""
     model.train()
     device = train_data.device
     hidden = [model.init_hidden(cfg.small_batch_size) for _ in range(train_data.shape[1] // cfg.small_batch_size)]
     watch = DivergenceWatch(device, epoch, DIVERGENCE_ADVICE)
     epoch_sum, interval_sum = RunningSum(device), torch.zeros((), device=device)
     interval_tokens, started = 0, time.time()
-    schedule = batch_schedule(train_data.shape[0], cfg.bptt, cfg.max_seq_len_delta, rng)
+    schedule = batch_schedule(train_data.shape[0], cfg.bptt, cfg.max_seq_len_delta, rng, cfg.length_sd)
     for batch, (start, seq_len) in enumerate(progress(schedule, f"epoch {epoch}"), start=1):
         data, targets = get_batch(train_data, start, seq_len)
-        nll = train_step(model, data, targets, hidden, optimizer, precision, cfg, seq_len, watch)
+        before = None if arch_step is None else functools.partial(arch_step, start)
+        nll = train_step(model, data, targets, hidden, optimizer, precision, cfg, seq_len, watch, before)
         epoch_sum.add(nll, targets.numel())
         interval_sum += nll
         interval_tokens += targets.numel()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from genotypes import GenotypeRecord, RangeLiteral, recurrent_record
 from recurrent_model import ACTIVATIONS, Dropouts, RecurrentCell, RNNModel
+from supernet import Supernet
 
 SEARCH_PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")
 STEPS = 8
@@ -65,8 +66,9 @@ class SearchCell(RecurrentCell):
         return states[-self.n_concat:].mean(0)
 
 
-class RNNModelSearch(RNNModel):
-    """The search network: DARTS's `RNNModelSearch`, with its architecture weights declared."""
+class RNNModelSearch(RNNModel, Supernet):
+    """The search network: DARTS's `RNNModelSearch`, with its architecture weights declared (a
+    Supernet, so core/architect.py trains them)."""
 
     def __init__(self, ntoken: int, ninp: int, nhid: int, dropouts: Dropouts, steps: int = STEPS,
                  concat: int = CONCAT, primitives: tuple[str, ...] = SEARCH_PRIMITIVES):
@@ -77,18 +79,8 @@ class RNNModelSearch(RNNModel):
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.alphas)
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
     def cell_inputs(self) -> tuple:
         return (F.softmax(self.alphas[0], dim=-1),)
-
-    def loss(self, hidden: list[torch.Tensor], input: torch.Tensor, target: torch.Tensor
-             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The architecture objective on one batch: mean negative log-likelihood, and the hidden state after it."""
-        log_prob, hidden_next = self(input, hidden)
-        return F.nll_loss(log_prob.reshape(-1, self.ntoken), target.reshape(-1)), hidden_next
 
     def probabilities(self) -> np.ndarray:
         return F.softmax(self.alphas[0].detach().float(), dim=-1).cpu().numpy()
@@ -96,6 +88,16 @@ class RNNModelSearch(RNNModel):
     def genotype(self) -> GenotypeRecord:
         cell = self.rnns[0]
         return parse_recurrent(self.probabilities(), cell.primitives, cell.n_steps, cell.n_concat)
+
+
+def language_model_objective(forward, batch: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]
+                             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The architecture objective of one (inputs, targets, hidden) batch for core/architect.py: the
+    mean negative log-likelihood, and the hidden state after the batch, which the search carries
+    to its next batch (DARTS's `_loss`, without AR/TAR)."""
+    data, targets, hidden = batch
+    log_prob, hidden_next = forward(data, hidden)
+    return F.nll_loss(log_prob.reshape(-1, log_prob.shape[-1]), targets.reshape(-1)), hidden_next
 
 
 def parse_recurrent(probs: np.ndarray, primitives: tuple[str, ...], steps: int = STEPS,

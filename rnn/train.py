@@ -47,15 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            formatter_class=cli.HelpFormatter)
     p.add_argument("--arch", default="DARTS",
                    help="recurrent genotype: a name in genotypes/recurrent/ (DARTS is DARTS_V2) or a genotype file")
-    add_model_flags(p, emsize=850)
-    p.add_argument("--dropoute", type=cli.probability, default=0.1, help="dropout of whole words from the embedding")
-    add_training_flags(p)
-    p.add_argument("--epochs", type=cli.positive_int, default=8000, help="upper epoch limit")
-    p.add_argument("--batch_size", type=cli.positive_int, default=64, help="sequences per batch (the global batch)")
-    p.add_argument("--wdecay", type=cli.non_negative_float, default=8e-7, help="weight decay")
-    p.add_argument("--nonmono", type=cli.positive_int, default=5,
-                   help="switch to averaged SGD once validation is worse than the best but the last this many epochs")
-    p.add_argument("--seed", type=cli.seed, default=1267)
+    add_model_flags(p, emsize=850, dropoute=0.1)
+    add_training_flags(p, epochs=8000, batch_size=64, wdecay=8e-7, seed=1267, log_interval=200)
+    p.add_argument("--test_batch_size", type=cli.positive_int, default=1,
+                   help="sequences of the final test of model_best.pt")
     args = p.parse_args(argv)
     check_sizes(p, args)
     return args

@@ -9,7 +9,7 @@ from genotypes import GenotypeError, RecurrentGenotype, format_genotype, load_re
 from metrics import count_parameters
 from recurrent_model import (Dropouts, LanguageModelError, LanguageModelSpec, embedded_dropout, locked_dropout,
                              resolve_genotype)
-from recurrent_search import SEARCH_PRIMITIVES, RNNModelSearch, parse_recurrent
+from recurrent_search import SEARCH_PRIMITIVES, RNNModelSearch, language_model_objective, parse_recurrent
 
 NO_DROPOUT = Dropouts(0.0, 0.0, 0.0, 0.0, 0.0)
 DARTS_KEYS = ["encoder.weight", "rnns.0._W0", *[f"rnns.0._Ws.{i}" for i in range(8)], "decoder.weight", "decoder.bias"]
@@ -172,7 +172,7 @@ def test_architecture_gradients_reach_the_alphas_and_the_loss_carries_the_hidden
     torch.manual_seed(0)
     model = RNNModelSearch(25, 8, 8, Dropouts())
     x = torch.randint(0, 25, (6, 3))
-    loss, hidden = model.loss(model.init_hidden(3), x[:-1], x[1:])
+    loss, hidden = language_model_objective(model, (x[:-1], x[1:], model.init_hidden(3)))
     loss.backward()
     assert model.alphas[0].grad.abs().sum() > 0 and hidden[0].shape == (1, 3, 8)
     assert loss.item() == pytest.approx(np.log(25), rel=0.05)

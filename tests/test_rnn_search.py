@@ -191,3 +191,27 @@ def test_help_names_the_darts_flags():
     for flag in ("--unrolled", "--arch_lr", "--arch_wdecay", "--small_batch_size", "--max_seq_len_delta", "--resume",
                  "--genotype_name", "--amp", "--device"):
         assert flag in done.stdout, flag
+
+
+DEMO_SEARCH = ["--data", "pydoc", "--emsize", "64", "--nhid", "64", "--nhidlast", "64", "--batch_size", "64",
+               "--epochs", "1", "--dropout", "0.3", "--dropoutx", "0.2", "--dropouth", "0.1", "--dropouti", "0.1",
+               "--dropoute", "0", "--genotype_name", "demo_pydoc"]
+DEMO_TRAIN = ["--arch", "demo_pydoc", "--data", "pydoc", "--emsize", "256", "--nhid", "256", "--nhidlast", "256",
+              "--batch_size", "32", "--epochs", "6", "--dropout", "0.3", "--dropoutx", "0.2", "--dropouth", "0.1",
+              "--dropouti", "0.1", "--dropoute", "0"]
+
+
+@pytest.mark.slow
+def test_the_readme_search_demo_beats_the_unigram_baseline_by_30_percent(tmp_path):
+    """README, "Quick offline search": search on the pydoc corpus, then train the cell it found (about 5
+    minutes of one thread together)."""
+    genotypes = tmp_path / "genotypes"
+    found = search(tmp_path, *DEMO_SEARCH)
+    assert found.returncode == 0, found.stderr
+    trained = run_script("rnn/train.py", *[str(genotypes / "demo_pydoc.txt") if a == "demo_pydoc" else a
+                                           for a in DEMO_TRAIN], env={"DARTS_LOGS_DIR": str(tmp_path / "logs")},
+                         timeout=1200)
+    assert trained.returncode == 0, trained.stderr
+    (run,) = sorted((tmp_path / "logs" / "eval").iterdir())
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_ppl"] < 0.7 * results["unigram_test_ppl"]

@@ -154,7 +154,7 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
     optimizer = torch.optim.SGD(model.weight_parameters(), lr=args.lr, weight_decay=args.wdecay)
     architect = Architect(model, ArchConfig(learning_rate=args.arch_lr, weight_decay=args.arch_wdecay,
                                             betas=(0.9, 0.999), unrolled=args.unrolled, network_momentum=0.0,
-                                            network_weight_decay=args.wdecay),
+                                            network_weight_decay=args.wdecay, virtual_step_clip=args.clip),
                           precision, objective=language_model_objective)
     start, elapsed = 0, 0.0
     if state is not None:

@@ -42,9 +42,9 @@ def lm_batch(seed: int, length: int = 5) -> tuple:
     return words[:-1], words[1:], hidden
 
 
-def architect_for(model: RNNModelSearch, unrolled: bool, wdecay: float) -> Architect:
+def architect_for(model: RNNModelSearch, unrolled: bool, wdecay: float, clip: float = 0.0) -> Architect:
     config = ArchConfig(learning_rate=3e-3, weight_decay=1e-3, betas=(0.9, 0.999), unrolled=unrolled,
-                        network_momentum=0.0, network_weight_decay=wdecay)
+                        network_momentum=0.0, network_weight_decay=wdecay, virtual_step_clip=clip)
     return Architect(model, config, Precision(torch.device("cpu"), False), objective=language_model_objective)
 
 
@@ -104,6 +104,29 @@ def test_second_order_architecture_gradient_is_darts_formula_and_the_hypergradie
     assert (direct - partial).norm() > 0.2 * direct.norm()      # the implicit term matters here
     assert stats["arch_loss"].item() == pytest.approx(loss.item(), rel=1e-12)
     torch.testing.assert_close(stats["output"][0], hidden[0].detach(), rtol=0, atol=1e-12)
+
+
+def test_the_virtual_step_clips_the_training_gradient_as_darts_recurrent_search():
+    """With virtual_step_clip (rnn/train_search.py passes --clip), w' = w - eta (g * clip / ||g|| + wd w) when
+    ||g|| > clip: the validation loss the architect reports is the one at that w'."""
+    model, eta, wdecay = tiny_search(), 0.8, 1e-2
+    train, valid = lm_batch(2), lm_batch(3, length=4)
+    named = model.named_weight_parameters()
+    g = torch.autograd.grad(language_model_objective(model, train)[0], [p for _, p in named])
+    norm = torch.sqrt(sum((x ** 2).sum() for x in g))
+    clip = 0.25 * norm.item()
+
+    def loss_at(scale: float) -> float:
+        w_prime = {n: (w - eta * (scale * gw + wdecay * w)).detach() for (n, w), gw in zip(named, g)}
+        with torch.no_grad():
+            return language_model_objective(lambda *a: functional_call(model, w_prime, a), valid)[0].item()
+
+    optimizer = torch.optim.SGD(model.weight_parameters(), lr=eta, weight_decay=wdecay)
+    clipped = architect_for(model, True, wdecay, clip).unrolled_gradients(train, valid, optimizer)[1]["arch_loss"]
+    assert clipped.item() == pytest.approx(loss_at(clip / (norm.item() + 1e-6)), rel=1e-12)
+    assert abs(loss_at(1.0) - clipped.item()) > 1e-3
+    unclipped = architect_for(model, True, wdecay, 10 * norm.item()).unrolled_gradients(train, valid, optimizer)[1]
+    assert unclipped["arch_loss"].item() == pytest.approx(loss_at(1.0), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------------------

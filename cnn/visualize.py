@@ -16,25 +16,19 @@ weights themselves as heatmaps (edges down, ops across, one per weight set and e
 from __future__ import annotations
 
 import argparse
-import shutil
-import sys
 from pathlib import Path
 
 import graphviz
 
 import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
+from diagrams import (INPUT_COLOR, NODE_COLOR, OUTPUT_COLOR, drawing_parser, new_graph, render, write_diagrams,
+                      writable)
 from errors import UserError
 from genotypes import Architecture, CellGenes, load_architecture
-from paths import LOGS_DIR
 
-FORMATS = ("pdf", "png", "svg")
-DEFAULT_OUT_DIR = LOGS_DIR / "visualize"
 INPUT_NAMES = ("c_{k-2}", "c_{k-1}")
 OUTPUT_NAME = "c_{k}"
-INSTALL_HINT = ("Graphviz's `dot` program is not on PATH, so only the .gv sources were written: "
-                "install it (apt-get install graphviz, conda install graphviz or "
-                "brew install graphviz) and run again, or render them with `dot -Tpdf FILE.gv`.")
 
 
 def node_name(node: int) -> str:
@@ -42,31 +36,19 @@ def node_name(node: int) -> str:
     return INPUT_NAMES[node] if node < len(INPUT_NAMES) else str(node - len(INPUT_NAMES))
 
 
-def _writable(text: str) -> str:
-    """The text as a literal graphviz label: what UTF-8 cannot write (a lone surrogate, from an escape
-    such as '\\ud800' in an op name) shown as its escape, and backslashes drawn as themselves."""
-    return graphviz.escape(text.encode("utf-8", "backslashreplace").decode("utf-8"))
-
-
 def cell_graph(cell: CellGenes, label: str) -> graphviz.Digraph:
     """One cell as a left-to-right graph, every node present even when nothing feeds it."""
-    graph = graphviz.Digraph(
-        graph_attr={"rankdir": "LR", "label": _writable(label), "labelloc": "t", "fontsize": "20",
-                    "fontname": "helvetica"},
-        node_attr={"style": "filled", "shape": "rect", "penwidth": "2", "fontsize": "20",
-                   "fontname": "helvetica"},
-        edge_attr={"fontsize": "20", "fontname": "times"},
-    )
+    graph = new_graph(label)
     for name in INPUT_NAMES:
-        graph.node(name, fillcolor="darkseagreen2")
+        graph.node(name, fillcolor=INPUT_COLOR)
     mentioned = [n for e in cell.edges for n in (e.to_node, e.from_node)] + list(cell.concat)
     last = max(mentioned, default=len(INPUT_NAMES) - 1)
     for node in range(len(INPUT_NAMES), last + 1):
-        graph.node(node_name(node), fillcolor="lightblue")
+        graph.node(node_name(node), fillcolor=NODE_COLOR)
     for edge in cell.edges:
-        graph.edge(node_name(edge.from_node), node_name(edge.to_node), label=_writable(edge.op),
+        graph.edge(node_name(edge.from_node), node_name(edge.to_node), label=writable(edge.op),
                    fillcolor="gray")
-    graph.node(OUTPUT_NAME, fillcolor="palegoldenrod")
+    graph.node(OUTPUT_NAME, fillcolor=OUTPUT_COLOR)
     for node in cell.concat:
         graph.edge(node_name(node), OUTPUT_NAME, fillcolor="gray")
     return graph
@@ -102,40 +84,14 @@ def draw_architecture(arch: Architecture, out_dir: Path, fmt: str, *,
 
     Without `dot` on PATH the `.gv` sources are the result, since they render anywhere later.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    can_render = shutil.which("dot") is not None
-    written = []
-    for stem, graph in _diagrams(arch):
-        source = out_dir / f"{stem}.gv"
-        if can_render:
-            rendered = out_dir / f"{stem}.{fmt}"
-            graph.render(filename=source, outfile=rendered, cleanup=not keep_source)
-            written.append(rendered)
-            if keep_source:
-                written.append(source)
-        else:
-            graph.save(filename=source)
-            written.append(source)
-    return written
+    return render(_diagrams(arch), out_dir, fmt, keep_source=keep_source)
 
-
-# ------------------------------------------------------------------------------------------ command line
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = cli.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("arch", nargs="?", help="genotype name (a file in genotypes/) or path to a genotype file")
-    parser.add_argument("--format", default=None, choices=FORMATS, help="output format (default: pdf)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: logs/visualize in the repository, whatever the current "
-                             "directory; with --run: the run's figures/ folder)")
-    parser.add_argument("--keep_source", action="store_true",
-                        help="keep the graphviz .gv sources next to the rendered files")
+    parser = drawing_parser(__doc__, "genotype name (a file in genotypes/) or path to a genotype file")
     parser.add_argument("--run", type=Path, default=None,
-                        help="a train_search.py run folder: draw its derived cells and its weights at --epochs (PNG)")
+                        help="a train_search.py run folder: draw its derived cells and its weights at --epochs "
+                             "(PNG, in the run's figures/ folder unless --out says otherwise)")
     parser.add_argument("--epochs", default=None,
                         help="with --run: epochs to draw, e.g. 1,10,50 (default: the first, middle and last recorded)")
     args = parser.parse_args(argv)
@@ -151,20 +107,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when the diagrams (or, without `dot`, their sources) are written; 2 for bad input."""
     args = parse_args(argv)
-    out = args.out or (args.run / "figures" if args.run is not None else DEFAULT_OUT_DIR)
+    if args.arch is not None:
+        return write_diagrams(_diagrams(load_architecture(args.arch)), args)
+    from search_figures import draw_run   # here: it loads matplotlib and torch, which a genotype does not need
+    out = args.out or args.run / "figures"
     try:
-        if args.run is not None:
-            from search_figures import draw_run   # here: it loads matplotlib and torch, which a genotype does not need
-            written = draw_run(args.run, args.epochs, out)
-        else:
-            written = draw_architecture(load_architecture(args.arch), out, args.format or "pdf",
-                                        keep_source=args.keep_source)
-    except (OSError, graphviz.CalledProcessError) as err:
-        raise UserError(f"cannot write the diagrams to {out}: {err}") from err
+        written = draw_run(args.run, args.epochs, out)
+    except OSError as err:
+        raise UserError(f"cannot write the figures to {out}: {err}") from err
     for path in written:
         print(path)
-    if shutil.which("dot") is None:
-        print(INSTALL_HINT, file=sys.stderr)
     return 0
 
 

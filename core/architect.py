@@ -25,7 +25,8 @@ Nothing here knows the domain. A batch is whatever the domain's closures take:
 Second order (``unrolled``)
     The DARTS hypergradient ``dL_val(w', a)/da - eta * d2L_train(w, a)/(da dw) . v`` where
     ``w' = w - eta * (momentum * buf + dL_train(w, a)/dw + weight_decay * w)`` is the network
-    step the SGD optimizer would take (buf: its momentum buffer), ``v = dL_val(w', a)/dw'`` and
+    step the SGD optimizer would take (buf: its momentum buffer; the gradient clipped to norm
+    ``virtual_step_clip`` when that is set, as DARTS's recurrent search clips it), ``v = dL_val(w', a)/dw'`` and
     the Hessian-vector product is the central difference
     ``(dL_train(w + r v, a)/da - dL_train(w - r v, a)/da) / (2 r)`` with
     ``r = 0.01 / ||v||``, as in DARTS (quark0/darts). The network is never copied: the
@@ -97,6 +98,7 @@ class ArchConfig:
     unrolled: bool = False
     network_momentum: float = 0.9         # of the network optimizer, for the virtual step
     network_weight_decay: float = 3e-4
+    virtual_step_clip: float = 0.0        # clip the virtual step's gradient to this norm (0: not clipped)
     per_tensor: bool = False              # one Adam parameter group and cosine schedule per architecture tensor
     epochs: int = 50                      # length of the per-tensor schedules (search epochs)
     learning_rate_min: float = 1e-3       # end of the per-tensor schedules
@@ -200,6 +202,9 @@ class Architect:
         g_train = _grad(self._loss(train_batch), W)
         average_over_ranks(g_train)
         with torch.no_grad():
+            if cfg.virtual_step_clip > 0:
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(g_train)))
+                torch._foreach_mul_(g_train, torch.clamp(cfg.virtual_step_clip / (norm + 1e-6), max=1.0))
             step = list(g_train)
             buffers = [network_optimizer.state.get(p, {}).get("momentum_buffer") for p in W]
             if all(b is not None for b in buffers):

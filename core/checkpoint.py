@@ -109,8 +109,9 @@ def model_state_dict(state: dict) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """strict load with a readable summary instead of PyTorch's key dump."""
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str,
+                 hint: str = "check --arch, --init_channels, --layers and --ops") -> None:
+    """strict load with a readable summary instead of PyTorch's key dump; `hint` says what to check."""
     own = model.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
@@ -128,7 +129,7 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], sourc
             details.append(f"{len(mismatched)} of another shape (e.g. {k}: "
                            f"{tuple(weights[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(f"{source} was saved from another architecture or size: "
-                              f"{'; '.join(details)}; check --arch, --init_channels, --layers and --ops")
+                              f"{'; '.join(details)}; {hint}")
     model.load_state_dict(weights, strict=False)
 
 

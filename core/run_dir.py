@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy
 import torch
-import torchvision
 
 from paths import LOGS_DIR, REPO_ROOT
 from textfiles import write_text_atomic
@@ -34,7 +33,8 @@ def library_versions() -> dict[str, str | None]:
     """Python, the libraries a result depends on, CUDA and cuDNN as torch was built with them."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "cuda": torch.version.cuda,
+            # not imported here: it takes seconds, and the language models (rnn/) never use it
+            "torchvision": getattr(sys.modules.get("torchvision"), "__version__", "not used"), "numpy": numpy.__version__, "cuda": torch.version.cuda,
             "cudnn": None if cudnn is None else str(cudnn), "platform": platform.platform()}
 
 

@@ -1,4 +1,7 @@
-"""Make the flat `cnn/` and `core/` modules importable the way the scripts import them."""
+"""Make the flat `cnn/`, `core/` and `rnn/` modules importable the way the scripts import them.
+
+rnn/ comes last: its scripts (train.py, evaluate_model.py, visualize.py) share names with cnn/'s
+and are only run in subprocesses; its modules have names of their own."""
 import sys
 from pathlib import Path
 
@@ -9,6 +12,10 @@ CNN_DIR = Path(__file__).resolve().parent.parent / "cnn"
 if str(CNN_DIR) not in sys.path:
     sys.path.insert(0, str(CNN_DIR))
 import core_path  # noqa: E402,F401  (core/ after cnn/)
+
+RNN_DIR = Path(__file__).resolve().parent.parent / "rnn"
+if str(RNN_DIR) not in sys.path:
+    sys.path.insert(2, str(RNN_DIR))
 
 
 @pytest.fixture

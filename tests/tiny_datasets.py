@@ -102,3 +102,17 @@ def make_cifar10_1(root, n: int = 10, version: str = "v6", seed: int = 0) -> Pat
             rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8))
     np.save(root / f"cifar10.1_{version}_labels.npy", np.arange(n, dtype=np.int64) % 10)
     return root
+
+
+def make_text_corpus(root, n_train: int = 240, n_valid: int = 30, n_test: int = 30) -> Path:
+    """Write ``root/train.txt``, ``valid.txt`` and ``test.txt`` (the PTB layout: one sentence per line,
+    words separated by spaces) from the first sentences of the offline pydoc corpus; returns root."""
+    from corpus import pydoc_sentences
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    sentences = pydoc_sentences()
+    parts = {"train": sentences[:n_train], "valid": sentences[n_train:n_train + n_valid],
+             "test": sentences[n_train + n_valid:n_train + n_valid + n_test]}
+    for name, part in parts.items():
+        (root / f"{name}.txt").write_text("".join(f" {' '.join(words)} \n" for words in part), encoding="utf-8")
+    return root

@@ -52,9 +52,9 @@ def _compiled_epochs(backend: str, drop_probs: list[float]) -> list[dict]:
 def test_compiled_training_stops_compiling_after_the_first_epochs(one_thread):
     # epoch 1 compiles training and evaluation for full and short batches, epoch 2 once more for the
     # first nonzero drop path; from then on a new drop path probability compiles nothing
-    epochs = _compiled_epochs("eager", [0.0, 0.1, 0.2, 0.3])
+    epochs = _compiled_epochs("eager", [0.0, 0.1, 0.2])
     graphs = [e["graphs"] for e in epochs]
-    assert 0 < graphs[0] < graphs[1] == graphs[2] == graphs[3]
+    assert 0 < graphs[0] < graphs[1] == graphs[2]
 
 
 @pytest.mark.slow

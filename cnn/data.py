@@ -17,6 +17,10 @@ Supported names (``DATASETS``):
 Besides these, ``cifar10_1_dataset`` reads the CIFAR-10.1 extra test set from its published
 ``.npy`` files.
 
+``DeviceLoader`` (``--data_on_device``) holds CIFAR, digits or CIFAR-10.1 on the device (CIFAR as uint8,
+150 MB for CIFAR-10) and augments whole batches there, with the random crop, flip, normalisation and
+cutout of the dataset's own transform: no worker processes and no host-to-device copies per step.
+
 Integrity of CIFAR files: torchvision's CIFAR classes compare the md5 of every extracted file on
 each construction. Here they are subclassed with the checksums of the *extracted* files set to
 ``None`` (torchvision's own "presence only" value of ``check_integrity``): the downloaded archive
@@ -455,6 +459,143 @@ def make_loader(dataset: Dataset, batch_size: int, *, workers: int = 0, sampler=
     generator of its own: every ``iter()`` draws a base seed from it, and drawing from torch's
     global generator instead would shift the model's random draws (drop path, D-DARTS ablation)
     by when iterators are created, e.g. differently after a resume. Memory is pinned only when
-    CUDA is available."""
+    CUDA is available. Workers stay alive from one epoch to the next (starting them costs seconds per
+    epoch, while the GPU waits); their random state plays no part, so this changes no batch."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0))
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(0))
+
+
+# --------------------------------------------------------------------------- images held on the device
+
+
+class DeviceDataError(DataError):
+    """A dataset or transform that --data_on_device cannot hold or apply on the device."""
+
+
+@dataclass(frozen=True)
+class DeviceAugment:
+    """The steps of a dataset's torchvision transform, applied to whole batches on the device in the
+    same order and with the same distributions: a random crop of the image's own size after zero
+    padding, a horizontal flip, scaling of uint8 pixels to [0, 1], normalisation, cutout."""
+    crop_padding: int = 0
+    flip_probability: float = 0.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    cutout_length: int = 0
+
+    @property
+    def random(self) -> bool:
+        return bool(self.crop_padding or self.flip_probability or self.cutout_length)
+
+    @classmethod
+    def from_transform(cls, transform) -> "DeviceAugment":
+        steps = list(transform.transforms) if isinstance(transform, T.Compose) else [transform]
+        found: dict = {}
+        for step in steps:
+            if isinstance(step, T.RandomCrop) and step.padding_mode == "constant" and step.fill == 0 \
+                    and not step.pad_if_needed and isinstance(step.padding, int):
+                found["crop_padding"] = step.padding
+            elif isinstance(step, T.RandomHorizontalFlip):
+                found["flip_probability"] = step.p
+            elif isinstance(step, T.ToTensor):
+                continue
+            elif isinstance(step, T.Normalize):
+                found["mean"], found["std"] = tuple(map(float, step.mean)), tuple(map(float, step.std))
+            elif isinstance(step, Cutout):
+                found["cutout_length"] = step.length
+            else:
+                raise DeviceDataError(f"--data_on_device applies random crops, flips, normalisation and cutout on "
+                                      f"the device, not {step!r}: drop --data_on_device or that augmentation "
+                                      f"(e.g. --auto_aug)")
+        return cls(**found)
+
+    def parameters(self, seeds: list[int], height: int, width: int) -> np.ndarray:
+        """Per sample (crop top, crop left, flipped, cutout centre row, cutout centre column), drawn
+        uniformly from five numbers that are a function of the sample's seed alone (splitmix64), so
+        a sample is augmented the same whatever batch or rank it falls in."""
+        z = np.asarray(seeds, dtype=np.uint64)[:, None] + \
+            np.arange(1, 6, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        uniform = ((z ^ (z >> np.uint64(31))) >> np.uint64(11)).astype(np.float64) / 2.0**53
+        crop = 2 * self.crop_padding + 1
+        return np.stack([np.floor(uniform[:, 0] * crop), np.floor(uniform[:, 1] * crop),
+                         uniform[:, 2] < self.flip_probability,
+                         np.floor(uniform[:, 3] * height), np.floor(uniform[:, 4] * width)], axis=1).astype(np.int64)
+
+    def __call__(self, x: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """Float images of a batch (B, C, H, W) from stored ones (uint8, or float in [0, 1]), with the
+        `parameters` of its samples."""
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        B, C, H, W = x.shape
+        if self.crop_padding:
+            p = self.crop_padding
+            rows = (params[:, 0, None] + torch.arange(H, device=x.device))[:, :, None]
+            cols = (params[:, 1, None] + torch.arange(W, device=x.device))[:, None, :]
+            batch = torch.arange(B, device=x.device)[:, None, None]
+            x = F.pad(x, (p, p, p, p))[batch, :, rows, cols].permute(0, 3, 1, 2)
+        if self.flip_probability:
+            x = torch.where(params[:, 2, None, None, None].bool(), x.flip(3), x)
+        if self.mean is not None:
+            mean = torch.tensor(self.mean, device=x.device)[:, None, None]
+            x = (x - mean) / torch.tensor(self.std, device=x.device)[:, None, None]
+        if self.cutout_length:
+            L = self.cutout_length
+            top, left = params[:, 3, None] - L // 2, params[:, 4, None] - L // 2
+            ys, xs = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
+            in_rows = (ys >= top) & (ys < top + L)
+            in_cols = (xs >= left) & (xs < left + L)
+            x = x.masked_fill(in_rows[:, None, :, None] & in_cols[:, None, None, :], 0.0)
+        return x
+
+
+def _held_images(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """(images N x C x H x W, labels, transform) of an in-memory dataset or a Subset of one."""
+    if isinstance(dataset, Subset):
+        images, labels, transform = _held_images(dataset.dataset)
+        index = torch.as_tensor(dataset.indices, dtype=torch.long)
+        return images[index], labels[index], transform
+    labels = torch.as_tensor(getattr(dataset, "targets", []), dtype=torch.long)
+    images = getattr(dataset, "data", None) if isinstance(dataset, tv_datasets.CIFAR10) else \
+        getattr(dataset, "images", None) if isinstance(dataset, InMemoryDataset) else None
+    if images is None:
+        raise DeviceDataError("--data_on_device holds CIFAR-10, CIFAR-100, digits and CIFAR-10.1 on the device; "
+                              "ImageNet is read from disk: drop --data_on_device")
+    if isinstance(images, np.ndarray):      # uint8 N x H x W x C; as N x C x H x W it is channels-last, no copy
+        images = torch.from_numpy(images).permute(0, 3, 1, 2)
+    return images, labels, dataset.transform
+
+
+class DeviceLoader:
+    """Batches of an in-memory image set held on `device` and augmented there (``DeviceAugment``), in the
+    order of `sampler` as ``make_loader`` would give them: (index, seed) pairs (``sampling.ShardedOrder``)
+    or indices (``EvalShard``, or dataset order when None)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, sampler=None):
+        images, labels, transform = _held_images(dataset)
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.augment = DeviceAugment.from_transform(transform)
+        self.batch_size, self.device = batch_size, device
+        self.sampler = sampler if sampler is not None else range(len(labels))
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self):
+        items = list(self.sampler)
+        for start in range(0, len(items), self.batch_size):
+            yield self._batch(items[start:start + self.batch_size])
+
+    def _batch(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        seeded = isinstance(items[0], tuple)
+        if self.augment.random and not seeded:
+            raise ValueError("random augmentation needs (index, seed) items: use a sampling.ShardedOrder sampler")
+        indices = [item[0] for item in items] if seeded else items
+        index = torch.as_tensor(indices, dtype=torch.long).to(self.device, non_blocking=True)
+        params = None
+        if self.augment.random:
+            height, width = self.images.shape[-2:]
+            params = torch.from_numpy(self.augment.parameters([item[1] for item in items], height, width))
+            params = params.to(self.device, non_blocking=True)
+        return self.augment(self.images[index], params), self.labels[index]

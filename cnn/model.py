@@ -24,12 +24,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from checkpoint import load_weights
 from errors import UserError
 from genotypes import (Architecture, CellGenes, format_genotype, genotype_path, parse_genotype, read_genotype_file,
                        to_architecture)
-from operations import DEFAULT_MID_CHANNELS, FactorizedReduce, ReLUConvBN, build_op
+from operations import DEFAULT_MID_CHANNELS, FactorizedReduce, ReLUConvBN, ReLUFirst, build_op, concat_channels, takes_relu
 
 
 class ModelError(UserError, ValueError):
@@ -37,9 +38,11 @@ class ModelError(UserError, ValueError):
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples with probability drop_prob and rescale the rest."""
+    """Zero whole samples with probability drop_prob and rescale the rest. The mask compares uniform draws
+    with the keep probability (a Bernoulli draw) rather than calling bernoulli_(keep), whose probability
+    torch.compile would bake into the graph: compiled, a new probability each epoch would recompile."""
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    mask = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep).to(x.dtype)
     return x / keep * mask
 
 
@@ -64,15 +67,28 @@ class Cell(nn.Module):
             raise ModelError(f"a cell has no node that can be computed from its inputs: {genes.edges}")
         self._concat = list(genes.concat)
         self._is_identity = [isinstance(op, nn.Identity) for op in self._ops]
+        self._takes_relu = [takes_relu(op) for op in self._ops]
         self.multiplier = len(self._concat)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
+        return self.after_relu(F.relu(s0), F.relu(s1), drop_prob)
+
+    def after_relu(self, r0: torch.Tensor, r1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        """The cell on the ReLUs of its inputs (both preprocessing ops start with a ReLU). An op that starts
+        with a ReLU gets the one ReLU of its state, shared with the other ops that read that state."""
+        states = {0: self.preprocess0.after_relu(r0), 1: self.preprocess1.after_relu(r1)}
+        relus: dict[int, torch.Tensor] = {}
         drop = self.training and drop_prob > 0.0
         for node, edge_ids in self._plan:
             out = None
             for k in edge_ids:
-                h = self._ops[k](states[self._sources[k]])
+                source = self._sources[k]
+                if self._takes_relu[k]:
+                    if source not in relus:
+                        relus[source] = F.relu(states[source])
+                    h = self._ops[k].after_relu(relus[source])
+                else:
+                    h = self._ops[k](states[source])
                 if drop and not self.nested and not self._is_identity[k]:
                     h = drop_path(h, drop_prob)
                 out = h if out is None else out + h
@@ -80,8 +96,7 @@ class Cell(nn.Module):
                 out = drop_path(out, drop_prob)
             states[node] = out
         reference = states[self._plan[-1][0]]
-        return torch.cat([states[i] if i in states else torch.zeros_like(reference)
-                          for i in self._concat], dim=1)
+        return concat_channels([states[i] if i in states else torch.zeros_like(reference) for i in self._concat])
 
 
 def _evaluation_plan(genes: CellGenes) -> list[tuple[int, list[int]]]:
@@ -121,11 +136,14 @@ class AuxiliaryHead(nn.Module):
         if norm_after_conv:
             layers.append(nn.BatchNorm2d(768))
         layers.append(nn.ReLU(inplace=True))
-        self.features = nn.Sequential(*layers)
+        self.features = ReLUFirst(*layers)
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
+
+    def after_relu(self, r: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features.after_relu(r).flatten(1))
 
 
 def default_reductions(layers: int) -> tuple[int, ...]:
@@ -233,12 +251,19 @@ class Network(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each cell output is read by the next two cells' preprocessing (and maybe the auxiliary head),
+        all starting with a ReLU: it is applied once."""
         logits_aux = None
         s0, s1 = self.stem_forward(x)
+        r0 = F.relu(s0)
+        r1 = r0 if s1 is s0 else F.relu(s1)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self._aux_layer and self._auxiliary and self.training:
-                logits_aux = self.auxiliary_head(s1)
+            s1 = cell.after_relu(r0, r1, self.drop_path_prob)
+            auxiliary = i == self._aux_layer and self._auxiliary and self.training
+            if i + 1 < len(self.cells) or auxiliary:
+                r0, r1 = r1, F.relu(s1)
+            if auxiliary:
+                logits_aux = self.auxiliary_head.after_relu(r1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
         return logits, logits_aux
 

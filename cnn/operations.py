@@ -98,6 +98,60 @@ class PointwiseConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight)
 
 
+def concat_channels(parts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat along the channels, whose backward hands each part a gradient in that part's own memory
+    layout. torch.cat's gradients are strided views of the output's gradient, and the CPU BatchNorm
+    backward of a channels_last input with such a gradient is ~80x slower than with a dense one."""
+    if not torch.is_grad_enabled():
+        return torch.cat(parts, dim=1)
+    return _ConcatChannels.apply(*parts)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+class _ConcatChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *parts: torch.Tensor) -> torch.Tensor:
+        ctx.widths = [x.shape[1] for x in parts]
+        ctx.layouts = [_layout(x) for x in parts]
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(g.contiguous(memory_format=layout)
+                     for g, layout in zip(grad.split(ctx.widths, dim=1), ctx.layouts))
+
+
+def takes_relu(op: nn.Module) -> bool:
+    """Whether `op` starts with a ReLU and offers `after_relu`: a cell then applies one ReLU per state."""
+    return callable(getattr(op, "after_relu", None))
+
+
+class ReLUFirst(nn.Sequential):
+    """A sequential whose first layer is a ReLU. `after_relu` runs the other layers on an input that is
+    already ReLU'd, so a cell applies one ReLU to a state that several ops read; the layout, and so the
+    state_dict keys, are those of the plain nn.Sequential of the original code."""
+
+    def after_relu(self, r: torch.Tensor) -> torch.Tensor:
+        for i in range(1, len(self)):
+            r = self[i](r)
+        return r
+
+
+class ReLUOp(nn.Module):
+    """An op made of one ReLUFirst sequential, `op` (the attribute name of the original code)."""
+    op: ReLUFirst
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+    def after_relu(self, r: torch.Tensor) -> torch.Tensor:
+        return self.op.after_relu(r)
+
+
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two offset 1x1 convolutions; odd sizes are padded first."""
 
@@ -111,36 +165,35 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.after_relu(self.relu(x))
+
+    def after_relu(self, x: torch.Tensor) -> torch.Tensor:
         shifted = x
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             shifted = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted[:, :, 1:, 1:])], dim=1))
 
 
-class ReLUConvBN(nn.Module):
+class ReLUConvBN(ReLUOp):
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
                  affine: bool = True):
         super().__init__()
         pointwise = kernel_size == 1 and padding == 0
-        self.op = nn.Sequential(
+        self.op = ReLUFirst(
             nn.ReLU(inplace=False),
             PointwiseConv2d(C_in, C_out, stride) if pointwise else
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-class DilConv(nn.Module):
+class DilConv(ReLUOp):
     """DARTS dilated separable conv: one depthwise dilated conv, one pointwise conv."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
                  dilation: int, affine: bool = True):
         super().__init__()
-        self.op = nn.Sequential(
+        self.op = ReLUFirst(
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
                       groups=C_in, bias=False),
@@ -148,11 +201,8 @@ class DilConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-class SepConv(nn.Module):
+class SepConv(ReLUOp):
     """Separable conv: two depthwise-pointwise blocks; the first may stride, dilate and change the width.
 
     With C_mid = C_in and no dilation it is the DARTS SepConv; sharpDARTS's SharpSepConv sets
@@ -163,7 +213,7 @@ class SepConv(nn.Module):
                  dilation: int = 1, affine: bool = True, C_mid: int | None = None):
         super().__init__()
         C_mid = C_in if C_mid is None else C_mid
-        self.op = nn.Sequential(
+        self.op = ReLUFirst(
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
                       groups=C_in, bias=False),
@@ -176,32 +226,26 @@ class SepConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-class RectConv(nn.Module):
+class RectConv(ReLUOp):
     """Factorised k1 x k2 then k2 x k1 convolution (D-DARTS `conv_3x1_1x3`)."""
 
     def __init__(self, C: int, k1: int, k2: int, stride: int, padding: int, affine: bool = True):
         super().__init__()
-        self.op = nn.Sequential(
+        self.op = ReLUFirst(
             nn.ReLU(inplace=False),
             nn.Conv2d(C, C, (k1, k2), stride=(1, stride), padding=(0, padding), bias=False),
             nn.Conv2d(C, C, (k2, k1), stride=(stride, 1), padding=(padding, 0), bias=False),
             nn.BatchNorm2d(C, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-class ResConv(nn.Module):
+class ResConv(ReLUOp):
     """D-DARTS bottleneck: 1x1, kxk, 1x1 expanding to C_wide, then a 1x1 back to C."""
 
     def __init__(self, C: int, C_wide: int, stride: int, kernel_size: int, affine: bool = True):
         super().__init__()
-        self.op = nn.Sequential(
+        self.op = ReLUFirst(
             nn.ReLU(inplace=False),
             nn.Conv2d(C, C, 1, padding=0, bias=False),
             nn.BatchNorm2d(C, affine=affine),
@@ -214,13 +258,10 @@ class ResConv(nn.Module):
             nn.BatchNorm2d(C, affine=affine),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
 
-
-def conv_7x1_1x7(C: int, stride: int, affine: bool, bn_eps: float = 1e-5) -> nn.Sequential:
-    """A factorised 7x7 conv; a bare Sequential, as in DARTS (its state_dict keys depend on it)."""
-    return nn.Sequential(
+def conv_7x1_1x7(C: int, stride: int, affine: bool, bn_eps: float = 1e-5) -> ReLUFirst:
+    """A factorised 7x7 conv; a bare sequential, as in DARTS (its state_dict keys depend on it)."""
+    return ReLUFirst(
         nn.ReLU(inplace=False),
         nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
         nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),

@@ -28,8 +28,8 @@ from torch.utils.tensorboard import SummaryWriter
 import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
-from data import (DATASETS, DataError, EmptySplitError, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info,
-                  default_workers, make_loader, split_train_valid, with_transform)
+from data import (DATASETS, DataError, DeviceLoader, EmptySplitError, build_datasets, cifar10_1_dataset, cifar10_1_dir,
+                  dataset_info, default_workers, make_loader, split_train_valid, with_transform)
 from distributed import DEFAULT_TIMEOUT_S, Dist, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
 from metrics import count_macs, count_parameters
 from model import ModelSpec, load_model_weights
@@ -39,10 +39,10 @@ from paths import REPO_ROOT
 from run_cost import RunCost
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
 from sampling import EvalShard, SeededSamples, ShardedOrder
-from runtime import Precision, check_finite_weights, resolve_device, seed_epoch, seed_everything
-from training import LR_SCHEDULES, MEMORY_FORMATS, evaluate, lr_scheduler, memory_format, train_epoch
+from runtime import Precision, check_finite_weights, compile_module, resolve_device, seed_epoch, seed_everything
+from training import LR_SCHEDULES, MEMORY_FORMATS, evaluate, lr_scheduler, make_optimizer, memory_format, train_epoch
 
-RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "dist_timeout")
+RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "dist_timeout", "compile")
 RESUME_REQUIRED = ("model", "optimizer", "scheduler", "scaler", "epoch", "best", "elapsed")
 
 
@@ -95,16 +95,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hold out this part of the training set to select the best model (else it is selected on test)")
     p.add_argument("--cifar10_1", default=None,
                    help="directory of the CIFAR-10.1 .npy files (default: looked for under --data)")
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 if supported, else fp16)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision on CUDA: bf16 where the GPU supports it, else fp16 with loss scaling; "
+                        "the CPU always trains in fp32")
     p.add_argument("--memory_format", default="auto", choices=MEMORY_FORMATS,
-                   help="activation layout; auto = channels_last on the CPU, contiguous on CUDA")
+                   help="activation layout; auto = channels_last on the CPU and on CUDA")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network: the first steps of the first epoch compile it (minutes on a "
+                        "CPU), once for training and once for evaluation; pays off over long runs")
+    p.add_argument("--data_on_device", action="store_true",
+                   help="hold CIFAR (as uint8) or digits on the device and crop, flip, cut out and normalise whole "
+                        "batches there: no loader workers, no copy per step (not with --auto_aug or ImageNet)")
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
                    help="under torchrun: seconds a process waits for the others in a collective before the run stops")
     p.add_argument("--workers", type=cli.non_negative_int, default=None,
-                   help="data loader workers (default 0 for digits, else min(4, cores))")
+                   help="data loader workers, kept from one epoch to the next (default 0 for digits, else "
+                        "min(4, cores)); memory is pinned when CUDA is present")
     p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--selection_run", action="store_true",
                    help="this training picks among candidate genotypes (as DARTS retrained 4 searched cells): its "
@@ -132,6 +141,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     f"{', '.join('--' + flag for flag in fixed)}")
     elif args.arch is None:
         args.arch = "DARTS_V2"
+    if args.data_on_device and (args.auto_aug or args.dataset == "imagenet"):
+        p.error("--data_on_device augments CIFAR and digits with crops, flips and cutout on the device: drop "
+                + ("--auto_aug" if args.auto_aug else "it for ImageNet, which is read from disk"))
     return args
 
 
@@ -189,21 +201,27 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
     params, macs = count_parameters(net), count_macs(net, info.image_size, device)
     if args.sync_bn:
         net = sync_batchnorm(net, device)
+    if args.compile:
+        compile_module(net)
 
     workers = default_workers(args.dataset) if args.workers is None else args.workers
     order = ShardedOrder(len(train_set), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
-    train_loader = make_loader(SeededSamples(train_set), batch, workers=workers, sampler=order)
+    if args.data_on_device:
+        train_loader = DeviceLoader(train_set, batch, device, sampler=order)
+    else:
+        train_loader = make_loader(SeededSamples(train_set), batch, workers=workers, sampler=order)
 
     def eval_loader(dataset):
         if dataset is None:
             return None
-        return make_loader(dataset, batch, workers=workers,
-                           sampler=EvalShard(len(dataset), ctx.rank, ctx.world_size))
+        shard = EvalShard(len(dataset), ctx.rank, ctx.world_size)
+        if args.data_on_device:
+            return DeviceLoader(dataset, batch, device, sampler=shard)
+        return make_loader(dataset, batch, workers=workers, sampler=shard)
 
     test_loader, valid_loader, extra_loader = eval_loader(test_set), eval_loader(valid_set), eval_loader(extra_set)
 
-    optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+    optimizer = make_optimizer(net.parameters(), args)
     scheduler = lr_scheduler(optimizer, args)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     test_criterion = nn.CrossEntropyLoss()

@@ -110,3 +110,15 @@ def check_finite_weights(model: nn.Module, epoch: int, advice: str = DIVERGENCE_
     if bad is not None:
         raise DivergenceError(f"training diverged in epoch {epoch}: {bad} is no longer finite (NaN or inf); "
                               f"{advice} (nothing of this epoch was saved)")
+
+
+def compile_module(module: nn.Module, backend: str = "inductor") -> nn.Module:
+    """Compile `module`'s forward with torch.compile, in place: its parameters, buffers and state_dict
+    keys stay as they are, and DistributedDataParallel can wrap it. What compiles: training and
+    evaluation once each on their first call, again for a batch of another size (an epoch's last one:
+    that size becomes dynamic) and for the first nonzero drop path probability; a Python number the
+    forward reads (that probability, which changes every epoch) is an input of the graph, not a constant
+    baked into it, so its later values compile nothing. The "eager" backend checks those guards without
+    generating code."""
+    module.compile(backend=backend)
+    return module

@@ -8,8 +8,8 @@ import torch
 from torchvision import datasets as tv_datasets
 
 import data
-from data import (DATASETS, Cutout, DataError, build_datasets, cifar10_1_dataset, dataset_info,
-                  find_cifar10_1, make_loader, split_train_valid)
+from data import (DATASETS, Cutout, DataError, DeviceAugment, DeviceDataError, DeviceLoader, build_datasets,
+                  cifar10_1_dataset, dataset_info, find_cifar10_1, make_loader, split_train_valid)
 from sampling import EvalShard, SeededSamples, ShardedOrder
 from tiny_datasets import make_cifar10, make_cifar10_1, make_cifar100, make_imagefolder
 
@@ -317,3 +317,59 @@ def test_seeded_samples_augment_the_same_with_any_number_of_workers(digits):
     order = ShardedOrder(len(subset), seed=1)
     order.set_epoch(4)
     assert not torch.equal(next(iter(make_loader(SeededSamples(subset), 16, sampler=order)))[0], epochs[0][0][0])
+
+
+# --------------------------------------------------------------------------- images held on the device
+
+
+def _augmented_by_hand(image: np.ndarray, params, padding: int, mean, std, cutout: int) -> torch.Tensor:
+    """The CIFAR training transform of one stored HWC uint8 image, written out with numpy: zero padding,
+    crop at (top, left), flip, scale to [0, 1], normalise, zero a cutout square clipped at the borders."""
+    top, left, flip, cy, cx = (int(v) for v in params)
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    out = padded[top:top + h, left:left + w]
+    if flip:
+        out = out[:, ::-1]
+    out = (out.astype(np.float32) / 255.0 - np.array(mean, np.float32)) / np.array(std, np.float32)
+    out = out.transpose(2, 0, 1).copy()
+    y0, x0 = cy - cutout // 2, cx - cutout // 2
+    out[:, max(y0, 0):max(y0 + cutout, 0), max(x0, 0):max(x0 + cutout, 0)] = 0.0
+    return torch.from_numpy(out)
+
+
+def test_device_loader_augments_cifar_as_the_cpu_transform_does(tmp_path):
+    make_cifar10(tmp_path, n_train=20, n_test=10)
+    train, test = build_datasets("cifar10", tmp_path, download=False, cutout_length=16)
+    order = ShardedOrder(len(train), seed=3, batch_size=8)
+    loader = DeviceLoader(train, 8, torch.device("cpu"), sampler=order)
+    assert len(loader) == 3
+    batches = list(loader)
+    assert [x.shape[0] for x, _ in batches] == [8, 8, 4]
+    items = list(order)
+    params = loader.augment.parameters([seed for _, seed in items], 32, 32)
+    x, y = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    for i, (index, _) in enumerate(items):
+        assert int(y[i]) == train.targets[index]
+        want = _augmented_by_hand(train.data[index], params[i], 4, data.CIFAR10_MEAN, data.CIFAR10_STD, 16)
+        torch.testing.assert_close(x[i], want, rtol=0, atol=1e-6)
+    # the test split: plain normalisation, in dataset order
+    x_test, y_test = next(iter(DeviceLoader(test, 10, torch.device("cpu"))))
+    torch.testing.assert_close(x_test, torch.stack([test[i][0] for i in range(10)]), rtol=0, atol=1e-6)
+    assert y_test.tolist() == test.targets
+
+
+def test_device_augmentation_draws_cover_every_crop_flip_and_cutout_centre():
+    augment = DeviceAugment(crop_padding=4, flip_probability=0.5, cutout_length=16)
+    params = augment.parameters(list(range(20_000)), 32, 32)
+    assert set(params[:, 0]) == set(params[:, 1]) == set(range(9))
+    assert set(params[:, 3]) == set(params[:, 4]) == set(range(32))
+    assert abs(params[:, 2].mean() - 0.5) < 0.02
+    assert np.array_equal(augment.parameters([7, 7], 32, 32)[0], augment.parameters([7, 1], 32, 32)[0])
+
+
+def test_device_loader_refuses_what_it_cannot_apply_on_the_device(tmp_path):
+    make_cifar10(tmp_path, n_train=20, n_test=10)
+    train, _ = build_datasets("cifar10", tmp_path, download=False, auto_augment=True)
+    with pytest.raises(DeviceDataError, match="--auto_aug"):
+        DeviceLoader(train, 8, torch.device("cpu"))

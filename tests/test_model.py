@@ -1,10 +1,13 @@
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from checkpoint import CheckpointError, load_weights
 from genotypes import list_genotypes, load_architecture, parse_genotype, to_architecture
 from metrics import count_macs, count_parameters
-from model import ModelError, ModelSpec, NetworkCIFAR, NetworkImageNet, ddarts_state_dict, layer_plan
+from model import ModelError, ModelSpec, NetworkCIFAR, NetworkImageNet, ddarts_state_dict, drop_path, layer_plan
 from shipped_genotypes import SHIPPED
 
 
@@ -302,3 +305,56 @@ def test_ddarts_genotypes_keep_the_ddarts_imagenet_layout():
     assert nested.stem0[3].stride == (1, 1) and classic.stem0[3].stride == (2, 2)
     assert "auxiliary_head.features.6.running_mean" in nested.state_dict()
     assert "auxiliary_head.features.6.running_mean" not in classic.state_dict()
+
+
+def _darts_forward(model: NetworkCIFAR, x: torch.Tensor):
+    """DARTS's NetworkCIFAR.forward written out plainly: every op applies its own ReLU to its input, every
+    preprocessing op its own, the auxiliary head its own (in place, as DARTS's does), torch.cat joins the
+    nodes."""
+    s0 = s1 = model.stem(x)
+    logits_aux = None
+    for i, cell in enumerate(model.cells):
+        states = {0: cell.preprocess0(s0), 1: cell.preprocess1(s1)}
+        for node, edge_ids in cell._plan:
+            out = 0
+            for k in edge_ids:
+                h = cell._ops[k](states[cell._sources[k]])
+                if model.drop_path_prob > 0 and not cell._is_identity[k]:
+                    h = drop_path(h, model.drop_path_prob)
+                out = out + h
+            states[node] = out
+        s0, s1 = s1, torch.cat([states[j] for j in cell._concat], dim=1)
+        if i == model._aux_layer:
+            logits_aux = model.auxiliary_head(s1)
+    return model.classifier(model.global_pooling(s1).flatten(1)), logits_aux
+
+
+def _step_results(model, forward, x, y, seed):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    logits, logits_aux = forward(x)
+    loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(logits_aux, y)
+    loss.backward()
+    return {"logits": logits.detach(), "auxiliary logits": logits_aux.detach(),
+            **{f"grad {n}": p.grad for n, p in model.named_parameters()},
+            **{f"buffer {n}": b.clone() for n, b in model.named_buffers()}}
+
+
+@pytest.mark.parametrize("dtype,fmt,drop", [(torch.float64, torch.contiguous_format, 0.0),
+                                            (torch.float64, torch.channels_last, 0.3),
+                                            (torch.float32, torch.channels_last, 0.0)])
+def test_shared_relus_and_concat_give_the_darts_logits_and_gradients(dtype, fmt, drop):
+    # our forward applies one ReLU per state and per cell output and hands each concatenated node a dense
+    # gradient; the plain DARTS computation must give the same logits, gradients and BatchNorm statistics
+    torch.manual_seed(0)
+    ours = cifar("DARTS_V2", C=8, layers=5).to(dtype=dtype, memory_format=fmt).train()
+    plain = copy.deepcopy(ours)
+    ours.drop_path_prob = plain.drop_path_prob = drop
+    x = torch.randn(4, 3, 32, 32, dtype=dtype).contiguous(memory_format=fmt)
+    y = torch.tensor([0, 3, 5, 9])
+    got = _step_results(ours, ours, x, y, seed=1)
+    want = _step_results(plain, lambda t: _darts_forward(plain, t), x, y, seed=1)
+    assert got.keys() == want.keys()
+    tolerance = {"rtol": 1e-9, "atol": 1e-11} if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-5}
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], **tolerance, msg=key)

@@ -254,3 +254,15 @@ def test_a_multi_channel_path_trains_and_evaluates(logs):
 def test_multi_channel_flags_are_checked(logs, flags, message):
     done = run_script("train.py", "--dataset", "digits", *flags)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_data_on_device_trains_digits_with_cutout(logs):
+    train_ok("--arch", "DARTS_V2", "--dataset", "digits", "--init_channels", "4", "--layers", "3",
+             "--batch_size", "256", "--epochs", "1", "--cutout", "--cutout_length", "4", "--data_on_device")
+    final = json.loads((only_run(logs) / "results.json").read_text())["final"]
+    assert 0.0 <= final["test_top1"] <= 100.0 and final["train_loss"] > 0 and final["train_top1"] > 0.0
+
+
+def test_data_on_device_with_auto_augment_is_one_sentence(logs):
+    assert_one_sentence_error(run_script("train.py", "--dataset", "digits", "--data_on_device", "--auto_aug"),
+                              "--data_on_device", "--auto_aug")

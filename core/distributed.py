@@ -107,7 +107,10 @@ def collective_timeout(ctx: Dist, timeout_s: float) -> CollectiveTimeout:
 
 
 def _timed_out(exc: BaseException) -> bool:
-    return isinstance(exc, RuntimeError) and "timed out" in str(exc).lower()
+    """gloo says it either way: "Timed out waiting ..." in the collective, or "Application timeout
+    caused pair closure" when the peer's connection was closed by its own timeout first."""
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("timed out" in message or "timeout caused" in message)
 
 
 @contextlib.contextmanager

@@ -149,6 +149,7 @@ def _search(tmp_path: Path, name: str, flags: str, nproc: int) -> list[torch.Ten
     return ranks[0]
 
 
+@pytest.mark.slow   # about a minute on 2 cores; the multi-channel torchrun search stays in the quick suite
 def test_torchrun_search_takes_the_second_order_step_of_one_process(tmp_path):
     two = _search(tmp_path, "two", SEARCH + " --genotype_name ddp_search", 2)
     one = _search(tmp_path, "one", SEARCH + " --genotype_name ddp_search", 1)

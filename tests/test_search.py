@@ -464,6 +464,7 @@ def test_resuming_a_finished_search_derives_the_genotype_again(sandbox):
     assert sum(map(len, again.get("genes"))) > sum(map(len, first.get("genes")))   # every edge, two ops each
 
 
+@pytest.mark.slow   # about a minute on 2 cores; a DARTOpti epoch stays in the quick suite (test_each_strategy_runs_an_epoch)
 def test_dartopti_stops_early_when_the_distance_stays_put(sandbox):
     run = _run(sandbox, f"{COMMON.replace('--epochs 1', '--epochs 20').replace('--max_steps 2', '--max_steps 1')} "
                         "--arch_baseline ResNet18 --pretrain_epochs 0 --arch_learning_rate 0 --genotype_name early")

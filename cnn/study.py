@@ -80,13 +80,19 @@ def read_origin(genotype_file: Path) -> Origin | None:
     return Origin(found.group(1), found.group(2), int(found.group(3)), run)
 
 
-def trained_genotype_file(run_folder: Path, arch: str) -> Path | None:
-    """The genotype file a train.py run read: its --arch from args.json (a path, from the repository
-    or from cnn/ where the scripts run), else genotypes/<arch>.txt."""
+def run_args(run_folder: Path) -> dict:
+    """The flags a run folder's args.json records; empty when it has none or it is unreadable."""
     try:
         args = json.loads((run_folder / "args.json").read_text()).get("args", {})
     except (OSError, ValueError, AttributeError):
-        args = {}
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
+def trained_genotype_file(run_folder: Path, arch: str) -> Path | None:
+    """The genotype file a train.py run read: its --arch from args.json (a path, from the repository
+    or from cnn/ where the scripts run), else genotypes/<arch>.txt."""
+    args = run_args(run_folder)
     given = args.get("arch") if isinstance(args.get("arch"), str) else arch
     folder = GENOTYPES_DIR / "multi_channel" if args.get("multi_channel") is True else GENOTYPES_DIR
     if Path(given).is_absolute():
@@ -113,7 +119,10 @@ class SearchRun:
 
 
 def load_search_run(folder: Path) -> SearchRun:
-    return SearchRun(folder, load_run_charges(folder))
+    """A random search trains nothing, so train_search.py writes it no cost.json: its cost is zero
+    (not unknown, as for a search run before cost accounting)."""
+    charges = load_run_charges(folder)
+    return SearchRun(folder, [] if charges is None and run_args(folder).get("method") == RANDOM else charges)
 
 
 def locate_search_run(name: str) -> SearchRun | None:

@@ -409,7 +409,8 @@ METHODS_NOTES = [
     "std across searches: the sample std of those per-search means (the variance that comes from the search seed).",
     "std across training seeds: the pooled std within searches, sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)) over the "
     "searches trained at least twice (the variance that comes from the training seed).",
-    "search device-hours: the mean over searches of each search run's cost.json (search and selection phases).",
+    "search device-hours: the mean over searches of each search run's cost.json (search and selection phases); "
+    "0 for a random search, which trains nothing and writes no cost.json.",
 ]
 
 

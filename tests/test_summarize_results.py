@@ -1,13 +1,12 @@
 """summarize_results.py on a study the scripts themselves made on digits (tiny networks, 2 epochs):
-two searches with different seeds, each searched genotype trained twice, and two random genotypes
-trained once. The acceptance tests check both variance columns, the GPU-day total and the plots
+two searches with different seeds, each searched genotype trained twice, and the two genotypes of
+one random search (--method random --samples 2) trained once each. The acceptance tests check both variance columns, the GPU-day total and the plots
 against the run folders; the others the per-genotype tables, CSV, sorting, skipping and errors.
 visualize.py --run is checked here too, on the study's search runs."""
 import csv
 import json
 import math
 import os
-import random
 import re
 import shutil
 import statistics
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 
 import summarize_results
-from genotypes import PRIMITIVE_SETS
 from cost_file import GPU_TYPES, device_label
 from scripts import run_script
 from summarize_results import SummaryError
@@ -32,20 +30,10 @@ SEARCH = ["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--ste
 TRAIN = ["--dataset", "digits", "--init_channels", "4", "--layers", "3", "--batch_size", "256", "--epochs", "2",
          "--report_freq", "0"]
 SEARCH_SEEDS = (1, 2)
-RANDOM_SEEDS = (11, 12)
+RANDOM_SEED = 11
+RANDOM_GENOTYPES = ["random_0", "random_1"]   # train_search.py --method random --samples 2 --genotype_name random
 TRAINING_SEEDS = (0, 1)
-GENOTYPES = ["random_11", "random_12", "searched_1", "searched_2"]
-
-
-def random_genotype(seed: int) -> str:
-    """A random two-step cell pair in the file format a random search writes (its origin comment first)."""
-    rng = random.Random(seed)
-    ops = [op for op in PRIMITIVE_SETS["DARTS"] if op != "none"]
-
-    def cell():
-        return [(rng.choice(ops), rng.randrange(node + 2)) for node in range(2) for _ in range(2)]
-    return (f"# written by train_search.py: random search on digits, seed {seed}\n"
-            f"Genotype(normal={cell()!r}, normal_concat=range(2, 4), reduce={cell()!r}, reduce_concat=range(2, 4))\n")
+GENOTYPES = [*RANDOM_GENOTYPES, "searched_1", "searched_2"]
 
 
 def in_parallel(jobs):
@@ -57,22 +45,31 @@ def in_parallel(jobs):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """logs/search (2 searches), logs/eval (6 trainings) and genotypes/ (the 4 genotypes they use)."""
+    """logs/search (2 DARTS searches, 1 random search), logs/eval (6 trainings) and genotypes/ (the 4
+    genotypes they use)."""
     root = tmp_path_factory.mktemp("study")
     env = {"DARTS_LOGS_DIR": str(root / "logs")}
     genotypes = root / "genotypes"
     genotypes.mkdir()
-    for seed in RANDOM_SEEDS:
-        (genotypes / f"random_{seed}.txt").write_text(random_genotype(seed))
-    first = {("tests/patched_script.py", "--genotypes_to", genotypes, "--",
-              "cnn/train_search.py", *SEARCH,
-              "--seed", seed, "--genotype_name", f"searched_{seed}"): env for seed in SEARCH_SEEDS}
-    first.update({("cnn/train.py", *TRAIN, "--arch", genotypes / f"random_{seed}.txt", "--seed", "0",
-                   "--save", f"random_{seed}"): env for seed in RANDOM_SEEDS})
-    in_parallel(first)
-    in_parallel({("cnn/train.py", *TRAIN, "--arch", genotypes / f"searched_{seed}.txt", "--seed", t,
-                  "--save", f"searched_{seed}_t{t}"): env for seed in SEARCH_SEEDS for t in TRAINING_SEEDS})
+    searches = [(*SEARCH, "--seed", seed, "--genotype_name", f"searched_{seed}") for seed in SEARCH_SEEDS]
+    searches.append((*SEARCH, "--method", "random", "--samples", "2", "--seed", RANDOM_SEED, "--genotype_name", "random"))
+    in_parallel({("tests/patched_script.py", "--genotypes_to", genotypes, "--", "cnn/train_search.py", *flags): env
+                 for flags in searches})
+    trainings = {("cnn/train.py", *TRAIN, "--arch", genotypes / f"searched_{seed}.txt", "--seed", t,
+                  "--save", f"searched_{seed}_t{t}"): env for seed in SEARCH_SEEDS for t in TRAINING_SEEDS}
+    trainings.update({("cnn/train.py", *TRAIN, "--arch", genotypes / f"{name}.txt", "--seed", "0", "--save", name): env
+                      for name in RANDOM_GENOTYPES})
+    in_parallel(trainings)
     return root
+
+
+def search_folders(study) -> dict[tuple[str, int], Path]:
+    """The study's search run folders by (method, seed), from their args.json."""
+    found = {}
+    for folder in (study / "logs" / "search").iterdir():
+        args = json.loads((folder / "args.json").read_text())["args"]
+        found[(args["method"], args["seed"])] = folder
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +102,7 @@ def block(out, title_start):
 def test_one_table_per_genotype_with_mean_and_sample_std(eval_dir, capsys):
     out, err = summarize(sorted(eval_dir.iterdir()), capsys)
     assert err == ""
-    v2, v1 = block(out, "searched_1 on digits: 2 runs"), block(out, "random_11 on digits: 1 run")
+    v2, v1 = block(out, "searched_1 on digits: 2 runs"), block(out, "random_0 on digits: 1 run")
     v2_results = results_of(eval_dir, "searched_1")
     finals = [d["final"]["test_top1"] for _, d in v2_results]
     bests = [d["best"]["test_top1"] for _, d in v2_results]
@@ -116,7 +113,7 @@ def test_one_table_per_genotype_with_mean_and_sample_std(eval_dir, capsys):
     expected_final = f"{statistics.mean(finals):.2f} ± {statistics.stdev(finals):.2f}"
     expected_best = f"{statistics.mean(bests):.2f} ± {statistics.stdev(bests):.2f}"
     assert " ".join(footer[4:7]) == expected_final and " ".join(footer[7:10]) == expected_best
-    [(_, v1_data)] = results_of(eval_dir, "random_11")
+    [(_, v1_data)] = results_of(eval_dir, "random_0")
     v1_footer = next(line for line in v1 if line.startswith("mean ± std"))
     assert f"{v1_data['final']['test_top1']:.2f} ± -" in v1_footer
     assert "CIFAR-10.1" not in out  # digits runs have no CIFAR-10.1 scores
@@ -153,7 +150,7 @@ def test_csv_round_trips_with_the_csv_module(eval_dir, tmp_path, capsys):
 def test_parent_folders_are_searched_and_runs_count_once(eval_dir, capsys):
     one_run = sorted(eval_dir.iterdir())[0]
     out, _ = summarize([eval_dir.parent, one_run, one_run / "results.json"], capsys)
-    assert "searched_1 on digits: 2 runs" in out and "random_11 on digits: 1 run" in out
+    assert "searched_1 on digits: 2 runs" in out and "random_0 on digits: 1 run" in out
 
 
 def copy_run(eval_dir, arch, dest):
@@ -175,7 +172,7 @@ def test_folders_without_results_are_listed_as_skipped(eval_dir, tmp_path, capsy
 
 
 def test_incomplete_runs_are_skipped_unless_asked(eval_dir, tmp_path, capsys):
-    run = copy_run(eval_dir, "random_11", tmp_path)
+    run = copy_run(eval_dir, "random_0", tmp_path)
     info = json.loads((run / "args.json").read_text())
     info["args"]["epochs"] = 5  # as if stopped (--stop_epoch 2) before the last of 5 epochs
     (run / "args.json").write_text(json.dumps(info))
@@ -226,7 +223,7 @@ def test_cli_from_repo_root_and_from_cnn(eval_dir):
     assert proc.returncode == 0, proc.stderr
     assert "searched_1 on digits: 2 runs" in proc.stdout
     proc = run_cli([os.path.relpath(eval_dir, REPO / "cnn")], cwd=REPO / "cnn")
-    assert proc.returncode == 0 and "random_11 on digits: 1 run" in proc.stdout
+    assert proc.returncode == 0 and "random_0 on digits: 1 run" in proc.stdout
 
 
 def test_unreadable_json_is_one_sentence_naming_the_file(eval_dir, tmp_path):
@@ -277,15 +274,14 @@ def test_both_variance_columns_match_the_run_folders(eval_dir, report):
     out, folder = report
     runs = {name: results_of(eval_dir, name) for name in GENOTYPES}
     searched = [f"searched_{s}" for s in SEARCH_SEEDS]
-    random_names = [f"random_{s}" for s in RANDOM_SEEDS]
     methods = block(out, "Search methods")
     mean, across, pooled = expected_method(runs, searched)
     assert row_of(methods, "darts")[:8] == ["darts", "digits", "digits", "2", "4", f"{mean:.2f}", f"{across:.2f}",
                                             f"{pooled:.2f}"]
-    mean, across, pooled = expected_method(runs, random_names)
+    mean, across, pooled = expected_method(runs, RANDOM_GENOTYPES)
     assert pooled is None
-    assert row_of(methods, "random (baseline)")[2:9] == ["digits", "digits", "2", "2", f"{mean:.2f}", f"{across:.2f}",
-                                                         "-"]
+    assert row_of(methods, "random (baseline)")[2:10] == ["digits", "digits", "2", "2", f"{mean:.2f}", f"{across:.2f}",
+                                                          "-", "0"]   # a random search trains nothing
     with open(folder / "methods.csv", newline="") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     mean, across, pooled = expected_method(runs, searched)
@@ -300,9 +296,10 @@ def test_trainings_are_grouped_by_the_search_run_that_made_their_genotype(study,
     out, folder = report
     runs = {name: results_of(eval_dir, name) for name in GENOTYPES}
     table = block(out, "Searches: darts, searched on digits, trained on digits: 2 searches, 4 trainings")
-    by_seed = {json.loads((f / "args.json").read_text())["args"]["seed"]: f for f in (study / "logs" / "search").iterdir()}
-    search_folders = [by_seed[seed] for seed in SEARCH_SEEDS]
-    for seed, search_folder in zip(SEARCH_SEEDS, search_folders):
+    by_method_seed = search_folders(study)
+    darts_folders = [by_method_seed[("darts", seed)] for seed in SEARCH_SEEDS]
+    random_folder = by_method_seed[("random", RANDOM_SEED)]
+    for seed, search_folder in zip(SEARCH_SEEDS, darts_folders):
         finals = [d["final"]["test_top1"] for _, d in runs[f"searched_{seed}"]]
         cost = json.loads((search_folder / "cost.json").read_text())
         row = row_of(table, search_folder.name)
@@ -313,18 +310,27 @@ def test_trainings_are_grouped_by_the_search_run_that_made_their_genotype(study,
     with open(folder / "searches.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["genotype"], r["trainings"]) for r in rows] == [
-        ("darts", "searched_1", "2"), ("darts", "searched_2", "2"), ("random", "random_11", "1"),
-        ("random", "random_12", "1")]
-    assert rows[0]["search_folder"] == str(search_folders[0]) and rows[2]["search_folder"] == ""
-    random_table = block(out, "Searches: random (baseline)")
-    assert "search run not found" in random_table[-1] and "random_11, random_12" in random_table[-1]
-    assert "origin: darts search on digits, seed 2, run " + search_folders[1].name in block(out, "searched_2 on")
+        ("darts", "searched_1", "2"), ("darts", "searched_2", "2"), ("random", "random_0", "1"),
+        ("random", "random_1", "1")]
+    assert rows[0]["search_folder"] == str(darts_folders[0])
+    assert [(r["search_folder"], r["search_seed"], r["search_device_hours"]) for r in rows[2:]] == [
+        (str(random_folder), str(RANDOM_SEED), "0")] * 2   # one random search wrote both genotypes
+    random_table = block(out, "Searches: random (baseline), searched on digits, trained on digits: 2 searches, 2 trainings")
+    for name in RANDOM_GENOTYPES:
+        [(_, data)] = results_of(eval_dir, name)
+        [row] = [line.split() for line in random_table if f" {name} " in line]
+        assert row == [random_folder.name, str(RANDOM_SEED), name, "1", f"{data['final']['test_top1']:.2f}", "±", "-", "0"]
+    assert not any("search run not found" in line for line in random_table)
+    assert "origin: darts search on digits, seed 2, run " + darts_folders[1].name in block(out, "searched_2 on")
+    assert f"origin: random search on digits, seed {RANDOM_SEED}, run {random_folder.name}" in block(out, "random_1 on")
 
 
 def test_the_gpu_day_total_adds_up_every_cost_json(study, report):
     out, folder = report
     costs = cost_files(study)
-    assert len(costs) == 2 + 6
+    assert len(costs) == 2 + 6   # the random search trains nothing and writes no cost.json
+    assert not (search_folders(study)[("random", RANDOM_SEED)] / "cost.json").exists()
+    assert "not counted" not in out   # ... and its cost is zero, not unknown
     gpu = {"search": 0.0, "selection": 0.0, "training": 0.0}
     cpu = 0.0
     for cost in costs:
@@ -387,7 +393,7 @@ def test_the_report_folder_holds_markdown_csv_and_valid_pngs(study, report):
     assert "### Search methods" in markdown and "| darts | digits | digits | 2 | 4 |" in markdown
     assert "total GPU-days of the study" in markdown
     with open(folder / "genotypes.csv", newline="") as f:
-        assert sorted(r["arch"] for r in csv.DictReader(f)) == ["random_11", "random_12", "searched_1", "searched_2"]
+        assert sorted(r["arch"] for r in csv.DictReader(f)) == GENOTYPES
 
 
 def test_per_epoch_accuracy_comes_from_each_runs_tensorboard_log(eval_dir):
@@ -399,7 +405,7 @@ def test_per_epoch_accuracy_comes_from_each_runs_tensorboard_log(eval_dir):
 
 
 def test_visualize_run_draws_the_cells_and_weights_of_a_search(study, tmp_path):
-    run = sorted((study / "logs" / "search").iterdir())[0]
+    run = search_folders(study)[("darts", SEARCH_SEEDS[0])]
     done = run_script("cnn/visualize.py", "--run", run, "--epochs", "1,2", "--out", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(tmp_path / "cells_epochs_1-2.png"), str(tmp_path / "weights_epochs_1-2.png")]

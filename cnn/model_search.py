@@ -39,6 +39,13 @@ The forward contract, all that a faster mixed op must keep (the strategies build
 * the network asks ``coefficients()`` for one ``EdgeWeights`` (ops, edges, active) per set once
   per forward, unless the caller passes them.
 
+In training, with gradients on, a mixed op runs the ops that cnn/lean_ops.py knows (separable and
+dilated convolutions, pools, FactorizedReduce) in one autograd function per edge that keeps about a
+quarter of the tensors the plain modules keep for backward, with the same numbers
+(tests/test_lean_ops.py); ``lean_ops.plain()`` switches back to the plain modules, for code that
+differentiates twice. Evaluation, ``torch.no_grad`` and ``torch.compile`` (which plans memory itself)
+run the plain modules.
+
 PC-DARTS's partial-channel edge wraps a ``MixedOp`` on C/K channels (cnn/strategies/pcdarts.py),
 so it keeps the contract and gains from any faster mixed op.
 
@@ -66,6 +73,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import lean_ops
 from derive import DeriveError, edge_count, per_cell_genotype, shared_genotype
 from genotypes import (Architecture, GenotypeError, GenotypeRecord, RangeLiteral, format_genotype, genotype_path,
                        read_genotype_file, to_architecture, write_genotype_file)
@@ -130,13 +138,20 @@ class MixedOp(nn.Module):
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             self._ops.append(op)
         self._active = [k for k, op in enumerate(self._ops) if not isinstance(op, Zero)]
+        self._plans: list | None = None     # how each op runs lean (cnn/lean_ops.py), made at the first forward
 
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor, active: int | None = None) -> torch.Tensor:
-        if active is not None:
-            return coefficients[active] * self._ops[active](x)
-        w = coefficients.unbind(0)
+        ops = self._active if active is None else [active]
         out = None
-        for k in self._active:
+        if self.training and torch.is_grad_enabled() and lean_ops.enabled() and not torch.compiler.is_compiling():
+            if self._plans is None:
+                self._plans = [lean_ops.plan(op) for op in self._ops]
+            lean = [(k, self._plans[k]) for k in ops if self._plans[k] is not None]
+            if lean:
+                out = lean_ops.lean_edge(x, coefficients, lean)
+            ops = [k for k in ops if self._plans[k] is None]
+        w = coefficients.unbind(0)
+        for k in ops:
             h = w[k] * self._ops[k](x)
             out = h if out is None else out + h
         return out

@@ -98,6 +98,103 @@ class PointwiseConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight)
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A bias-free depthwise convolution (groups = channels) with faster dilated cases.
+
+    The same parameters and math as ``nn.Conv2d(C, C, k, stride, padding, dilation, groups=C)``; only
+    the kernels differ (``depthwise_conv``), because oneDNN's CPU backward of a dilated depthwise
+    convolution is 5-100x slower than that of an undilated one of the same size.
+    """
+
+    def __init__(self, C: int, kernel_size: int, stride: int, padding: int, dilation: int = 1):
+        super().__init__(C, C, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv(x, self.weight, self.stride[0], self.padding[0], self.dilation[0])
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """A depthwise convolution; dilated ones with a square odd kernel and 'same' padding
+    ``dilation * (k - 1) / 2`` avoid oneDNN's slow dilated backward.
+
+    A dilation-d kernel reads only input pixels of one phase (row and column index modulo d), so with
+    stride d it is the undilated kernel on the input subsampled by d; with stride 1 its backward runs on
+    the phases (``depthwise_conv_backward``).
+    """
+    C, k = weight.shape[0], weight.shape[-1]
+    if _phased(weight, padding, dilation) and stride == dilation:
+        return F.conv2d(x[:, :, ::dilation, ::dilation], weight, padding=(k - 1) // 2, groups=C)
+    if _phased(weight, padding, dilation) and stride == 1 and torch.is_grad_enabled():
+        return _DilatedDepthwise.apply(x, weight, padding, dilation)
+    return F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=C)
+
+
+def _phased(weight: torch.Tensor, padding: int, dilation: int) -> bool:
+    k = weight.shape[-1]
+    return dilation > 1 and k % 2 == 1 and weight.shape[-2] == k and padding == dilation * (k - 1) // 2
+
+
+def depthwise_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                            dilation: int, need: tuple[bool, bool]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(input gradient, weight gradient) of ``depthwise_conv``, each only if `need` says so.
+
+    Stride-1 dilated: the input gradient is the same convolution of `grad` with the kernel flipped, and
+    the weight gradient that of the undilated kernel over the d * d phases stacked along the batch (for
+    sides divisible by d). Both are 3-10x faster than oneDNN's dilated backward on a CPU.
+    """
+    C, k = weight.shape[0], weight.shape[-1]
+    mask = [need[0], need[1], False]
+    if _phased(weight, padding, dilation) and stride == dilation:
+        sub = x[:, :, ::dilation, ::dilation]
+        g_sub, g_w, _ = torch.ops.aten.convolution_backward(grad, sub, weight, None, [1, 1], [(k - 1) // 2] * 2,
+                                                            [1, 1], False, [0, 0], C, mask)
+        g_x = None
+        if need[0]:
+            g_x = torch.zeros_like(x)
+            g_x[:, :, ::dilation, ::dilation] = g_sub
+        return g_x, g_w
+    if not (_phased(weight, padding, dilation) and stride == 1):
+        g_x, g_w, _ = torch.ops.aten.convolution_backward(grad, x, weight, None, [stride] * 2, [padding] * 2,
+                                                          [dilation] * 2, False, [0, 0], C, mask)
+        return g_x, g_w
+    g_x = F.conv2d(grad, weight.flip(-2, -1), padding=padding, dilation=dilation, groups=C) if need[0] else None
+    g_w = None
+    if need[1] and x.shape[-2] % dilation == 0 and x.shape[-1] % dilation == 0:
+        g_w = torch.ops.aten.convolution_backward(_to_phases(grad, dilation), _to_phases(x, dilation), weight, None,
+                                                  [1, 1], [(k - 1) // 2] * 2, [1, 1], False, [0, 0], C,
+                                                  [False, True, False])[1]
+    elif need[1]:
+        g_w = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [padding] * 2, [dilation] * 2,
+                                                  False, [0, 0], C, [False, True, False])[1]
+    return g_x, g_w
+
+
+class _DilatedDepthwise(torch.autograd.Function):
+    """Stride-1 dilated depthwise convolution with 'same' padding and the faster backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conv = (1, padding, dilation)
+        return F.conv2d(x, weight, padding=padding, dilation=dilation, groups=weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        return *depthwise_conv_backward(grad, x, weight, *ctx.conv, tuple(ctx.needs_input_grad[:2])), None, None
+
+
+def _to_phases(x: torch.Tensor, d: int) -> torch.Tensor:
+    """(N, C, H, W) -> (d*d*N, C, H/d, W/d): pixel (i, j) of phase (a, b) is x[..., d*i + a, d*j + b];
+    in x's memory layout (channels_last stays channels_last)."""
+    N, C, H, W = x.shape
+    if _layout(x) == torch.channels_last:
+        t = x.permute(0, 2, 3, 1).reshape(N, H // d, d, W // d, d, C).permute(2, 4, 0, 1, 3, 5)
+        return t.reshape(d * d * N, H // d, W // d, C).permute(0, 3, 1, 2)
+    t = x.reshape(N, C, H // d, d, W // d, d).permute(3, 5, 0, 1, 2, 4)
+    return t.reshape(d * d * N, C, H // d, W // d)
+
+
 def concat_channels(parts: list[torch.Tensor]) -> torch.Tensor:
     """torch.cat along the channels, whose backward hands each part a gradient in that part's own memory
     layout. torch.cat's gradients are strided views of the output's gradient, and the CPU BatchNorm
@@ -168,10 +265,20 @@ class FactorizedReduce(nn.Module):
         return self.after_relu(self.relu(x))
 
     def after_relu(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = x
-        if x.shape[-1] % 2 or x.shape[-2] % 2:
-            shifted = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted[:, :, 1:, 1:])], dim=1))
+        return self.bn(self.pre_norm(x))
+
+    def pre_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The two convolutions of a ReLU'd input, before the BatchNorm."""
+        return factorized_halves(x, self.conv_1.weight, self.conv_2.weight)
+
+
+def factorized_halves(x: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.Tensor) -> torch.Tensor:
+    """FactorizedReduce's convolutions with these weights: 1x1 on the even pixels and on the odd ones
+    (odd sides padded first), concatenated along the channels."""
+    shifted = x
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        shifted = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+    return torch.cat([F.conv2d(x[:, :, ::2, ::2], weight_1), F.conv2d(shifted[:, :, 1::2, 1::2], weight_2)], dim=1)
 
 
 class ReLUConvBN(ReLUOp):
@@ -195,8 +302,7 @@ class DilConv(ReLUOp):
         super().__init__()
         self.op = ReLUFirst(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                      groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, kernel_size, stride, padding, dilation),
             nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -215,13 +321,11 @@ class SepConv(ReLUOp):
         C_mid = C_in if C_mid is None else C_mid
         self.op = ReLUFirst(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                      groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, kernel_size, stride, padding, dilation),
             nn.Conv2d(C_in, C_mid, 1, padding=0, bias=False),
             nn.BatchNorm2d(C_mid, affine=affine),
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_mid, C_mid, kernel_size, stride=1, padding=(kernel_size - 1) // 2,
-                      groups=C_mid, bias=False),
+            DepthwiseConv2d(C_mid, kernel_size, 1, (kernel_size - 1) // 2),
             nn.Conv2d(C_mid, C_out, 1, padding=0, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )

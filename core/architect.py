@@ -46,7 +46,8 @@ tensors, and the caller reads them when it reports.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,20 @@ def _grad(output: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor
     return list(torch.autograd.grad(output, inputs, materialize_grads=True))
 
 
+@contextmanager
+def _frozen(weights: list[torch.Tensor]) -> Iterator[None]:
+    """Network weights that no gradient is asked of: with requires_grad off while the graph is built,
+    backward skips their gradients everywhere, custom autograd functions (cnn/lean_ops.py) included."""
+    flags = [w.requires_grad for w in weights]
+    for w in weights:
+        w.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for w, flag in zip(weights, flags):
+            w.requires_grad_(flag)
+
+
 class Architect:
     """Owns the architecture optimizer (Adam; per tensor with its own schedule for D-DARTS)."""
 
@@ -173,16 +188,17 @@ class Architect:
         Returns (architecture gradients, gradients of the plain objective for `extra_inputs`,
         statistics); gradients are scaled by the AMP loss scale when fp16 scaling is on.
         """
-        with self.precision.autocast():
-            loss, output = self.objective(self.model, batch)
+        with _frozen([] if extra_inputs else self._weights):
+            with self.precision.autocast():
+                loss, output = self.objective(self.model, batch)
 
-        def evaluate(**kwargs) -> torch.Tensor:
-            with torch.no_grad(), self.precision.autocast():
-                return self.objective(self._virtual(**kwargs), batch)[0]
+            def evaluate(**kwargs) -> torch.Tensor:
+                with torch.no_grad(), self.precision.autocast():
+                    return self.objective(self._virtual(**kwargs), batch)[0]
 
-        terms = self.terms(self.model, loss.detach(), evaluate)
-        inputs = list(self._alphas) + list(extra_inputs)
-        grads = _grad(self.precision.scaler.scale(loss), inputs)
+            terms = self.terms(self.model, loss.detach(), evaluate)
+            inputs = list(self._alphas) + list(extra_inputs)
+            grads = _grad(self.precision.scaler.scale(loss), inputs)
         average_over_ranks(grads)
         alpha_grads, extra_grads = list(grads[:len(self._alphas)]), list(grads[len(self._alphas):])
         if terms.factors is not None:
@@ -323,7 +339,7 @@ def search_iteration(model: Supernet, architect: Architect | None, optimizer: to
     if architect is not None:
         stats = architect.step(batch, search_batch(), optimizer)
         stats.pop("output", None)
-    with precision.autocast():
+    with _frozen(model.arch_parameters()), precision.autocast():
         loss, output = network_loss(model, batch)
     precision.scaler.scale(loss).backward(inputs=weights)
     average_over_ranks([p.grad for p in weights if p.grad is not None])

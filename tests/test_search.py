@@ -14,6 +14,7 @@ import architect as architect_module
 import cli
 import ddarts_losses
 import genotypes
+import lean_ops
 import paths
 import run_dir
 import train_search
@@ -160,7 +161,13 @@ def _reference_unrolled(model, x_t, y_t, x_v, y_v, opt, eta, momentum, wd):
 
 
 def _exact_hypergradient(model, x_t, y_t, x_v, y_v, opt, eta, momentum, wd):
-    """d L_val(w'(a), a) / da with autograd through the virtual SGD step."""
+    """d L_val(w'(a), a) / da with autograd through the virtual SGD step (plain mixed ops: it
+    differentiates twice)."""
+    with lean_ops.plain():
+        return _exact_hypergradient_of(model, x_t, y_t, x_v, y_v, opt, eta, momentum, wd)
+
+
+def _exact_hypergradient_of(model, x_t, y_t, x_v, y_v, opt, eta, momentum, wd):
     named = model.named_weight_parameters()
     names, W = [n for n, _ in named], [p for _, p in named]
     buffers = {n: b.clone() for n, b in model.named_buffers()}

@@ -1,0 +1,165 @@
+"""The search's lean mixed op (cnn/lean_ops.py) and the faster depthwise convolutions (cnn/operations.py):
+the same numbers as the plain modules, for less memory."""
+import copy
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import lean_ops
+from architect import Architect, ArchConfig
+from genotypes import PRIMITIVE_SETS
+from model_search import MixedOp, SearchNetwork, make_spec
+from operations import FactorizedReduce, SepConv, depthwise_conv
+from runtime import Precision
+
+CPU = Precision(torch.device("cpu"), False)
+FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+FAMILIES = {"darts": "DARTS", "sharp": "SHARPER_PRIMITIVES"}
+
+
+@pytest.mark.parametrize("fmt, kernel, dilation, stride, side", itertools.product(
+    FORMATS, (3, 5), (1, 2), (1, 2), (6, 7)))
+def test_depthwise_conv_equals_torchs_convolution(fmt, kernel, dilation, stride, side):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, side, side + 2, dtype=torch.float64).contiguous(memory_format=FORMATS[fmt]).requires_grad_()
+    w = torch.randn(4, 1, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    padding = dilation * (kernel - 1) // 2
+    plain = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=4)
+    ours = depthwise_conv(x, w, stride, padding, dilation)
+    g = torch.randn_like(plain)
+    assert ours.shape == plain.shape
+    assert torch.allclose(ours, plain, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(ours, (x, w), g), torch.autograd.grad(plain, (x, w), g)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _plain_sum(op: MixedOp, x, w):
+    return sum(w[k] * op._ops[k](x) for k in op._active)
+
+
+@pytest.mark.parametrize("family, stride, fmt, frozen", itertools.product(FAMILIES, (1, 2), FORMATS, (False, True)))
+def test_a_lean_edge_equals_its_plain_modules(family, stride, fmt, frozen):
+    """Output, gradients (input, architecture weights, network weights unless frozen as in the
+    architecture step) and BatchNorm statistics, in float64."""
+    torch.manual_seed(0)
+    lean = MixedOp(8, stride, PRIMITIVE_SETS[FAMILIES[family]], family, 32).double().to(memory_format=FORMATS[fmt])
+    plain = copy.deepcopy(lean)
+    for p in itertools.chain(lean.parameters(), plain.parameters()):
+        p.requires_grad_(not frozen)
+    x = torch.randn(3, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=FORMATS[fmt]).requires_grad_()
+    alphas = torch.randn(len(lean._ops), dtype=torch.float64, requires_grad=True)
+    out = lean(x, F.softmax(alphas, 0))
+    reference = _plain_sum(plain, x, F.softmax(alphas, 0))
+    assert out.is_contiguous(memory_format=FORMATS[fmt])
+    assert torch.allclose(out, reference, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(out)
+    inputs = [x, alphas] + ([] if frozen else list(lean.parameters()))
+    refs = [x, alphas] + ([] if frozen else list(plain.parameters()))
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(reference, refs, g)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    for (name, a), b in zip(lean.named_buffers(), plain.buffers()):
+        assert torch.equal(a, b), name
+    assert sum(p is not None for p in lean._plans) == len(lean._active) - (1 if stride == 1 else 0)  # all but identity
+
+
+def test_a_sampled_op_runs_alone_and_its_coefficient_gets_the_gradient():
+    torch.manual_seed(0)
+    op = MixedOp(4, 1, PRIMITIVE_SETS["DARTS"], "darts", 32).double()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    for k in op._active:
+        w = torch.rand(len(op._ops), dtype=torch.float64, requires_grad=True)
+        out = op(x, w, active=k)
+        reference = w[k] * copy.deepcopy(op._ops[k])(x)
+        assert torch.allclose(out, reference, rtol=1e-12, atol=1e-12)
+        grad = torch.autograd.grad(out.sum(), w)[0]
+        assert torch.count_nonzero(grad) == 1 and grad[k] != 0
+
+
+class _SyncLikeNorm(nn.BatchNorm2d):
+    """A BatchNorm subclass, as a synchronized one is: the lean path must leave it to its own forward."""
+
+
+def test_ops_with_other_norms_or_activations_run_as_they_are():
+    op = SepConv(4, 4, 3, 1, 1, affine=False)
+    assert isinstance(lean_ops.plan(op), lean_ops.ConvChain)
+    op.op[3] = _SyncLikeNorm(4, affine=False)
+    assert lean_ops.plan(op) is None
+    op = SepConv(4, 4, 3, 1, 1, affine=False)
+    op.op[4] = nn.SiLU()
+    assert lean_ops.plan(op) is None
+    assert lean_ops.plan(SepConv(4, 4, 3, 1, 1, affine=True)) is None
+    reduce = FactorizedReduce(4, 4, affine=False)
+    assert isinstance(lean_ops.plan(reduce), lean_ops.Reduce)
+    reduce.relu = nn.SiLU()
+    assert lean_ops.plan(reduce) is None
+
+
+def _network():
+    torch.manual_seed(0)
+    model = SearchNetwork(make_spec(10, 4, 3, 2, 2, PRIMITIVE_SETS["DARTS"], "softmax", "shared")).double()
+    with torch.no_grad():
+        for a in model.arch_parameters():
+            a.normal_(0, 0.5)
+    x_t, x_v = torch.randn(8, 3, 8, 8, dtype=torch.float64), torch.randn(8, 3, 8, 8, dtype=torch.float64)
+    y_t, y_v = torch.randint(0, 10, (8,)), torch.randint(0, 10, (8,))
+    opt = torch.optim.SGD(model.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
+    F.cross_entropy(model(x_t), y_t).backward()          # a momentum buffer for the virtual step
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return model, (x_t, y_t), (x_v, y_v), opt
+
+
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_architecture_gradients_equal_those_of_the_plain_supernet(unrolled):
+    """First order: the architecture step's gradient; second order: DARTS's hypergradient (four passes,
+    virtual weights through functional_call), both in float64 at this process's thread count."""
+    model, train, valid, opt = _network()
+    plain_model = copy.deepcopy(model)
+    config = ArchConfig(unrolled=unrolled, network_momentum=0.9, network_weight_decay=3e-4)
+
+    def gradients(net):
+        arch = Architect(net, config, CPU)
+        return arch.unrolled_gradients(train, valid, opt_for(net))[0] if unrolled else arch.objective_gradients(valid)[0]
+
+    def opt_for(net):
+        if net is model:
+            return opt
+        clone = torch.optim.SGD(net.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
+        clone.load_state_dict(opt.state_dict())
+        return clone
+
+    lean = gradients(model)
+    with lean_ops.plain():
+        plain = gradients(plain_model)
+    for a, b in zip(lean, plain):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-13)
+    assert all(torch.count_nonzero(a) > 0 for a in lean)
+    for a, b in zip(model.buffers(), plain_model.buffers()):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def _saved_bytes(model, x) -> int:
+    """Bytes of the distinct storages autograd keeps for backward after one forward."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(storages.values())
+
+
+def test_the_lean_supernet_keeps_under_a_third_of_the_plain_ones_tensors():
+    torch.manual_seed(0)
+    model = SearchNetwork(make_spec(10, 8, 3, 4, 4, PRIMITIVE_SETS["DARTS"], "softmax", "shared"))
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    lean = _saved_bytes(model, x)
+    with lean_ops.plain():
+        plain = _saved_bytes(model, x)
+    assert lean < plain / 3, (lean, plain)

@@ -70,9 +70,13 @@ def enabled() -> bool:
     return _ENABLED[-1]
 
 
+def _norm(m: nn.Module) -> bool:
+    """A BatchNorm of this very class (not a synchronized subclass, whose statistics are global)."""
+    return type(m) is nn.BatchNorm2d
+
+
 def _plain_norm(m: nn.Module) -> bool:
-    """A non-affine BatchNorm of this very class (not a synchronized subclass, whose statistics are global)."""
-    return type(m) is nn.BatchNorm2d and not m.affine
+    return _norm(m) and not m.affine
 
 
 def plan(op: nn.Module) -> ConvChain | NormedHead | Reduce | None:
@@ -83,7 +87,7 @@ def plan(op: nn.Module) -> ConvChain | NormedHead | Reduce | None:
         blocks = [layers[i:i + 4] for i in range(1, len(layers), 4)]
         blocks[-1] = blocks[-1] + [nn.ReLU()]
         if all(type(dw) is DepthwiseConv2d and type(pw) is nn.Conv2d and pw.kernel_size == (1, 1)
-               and pw.stride == (1, 1) and pw.groups == 1 and pw.bias is None and _plain_norm(bn)
+               and pw.stride == (1, 1) and pw.groups == 1 and pw.bias is None and _norm(bn)
                and type(relu) is nn.ReLU for dw, pw, bn, relu in blocks):
             return ConvChain(*(tuple(b[i] for b in blocks) for i in range(3)))
     if type(op) is nn.Sequential and len(op) == 2 and _plain_norm(op[1]) \
@@ -96,8 +100,9 @@ def plan(op: nn.Module) -> ConvChain | NormedHead | Reduce | None:
 
 def _params(step) -> list[torch.Tensor]:
     """The tensors of one planned op that take gradients (read at call time: functional_call's)."""
-    if isinstance(step, ConvChain):
-        return [t for dw, pw in zip(step.depthwise, step.pointwise) for t in (dw.weight, pw.weight)]
+    if isinstance(step, ConvChain):    # per stage: depthwise, pointwise, BatchNorm weight and bias (None if not affine)
+        return [t for dw, pw, bn in zip(step.depthwise, step.pointwise, step.norms)
+                for t in (dw.weight, pw.weight, bn.weight, bn.bias)]
     if isinstance(step, Reduce):
         return [step.op.conv_1.weight, step.op.conv_2.weight]
     return []
@@ -107,6 +112,11 @@ def lean_edge(x: torch.Tensor, w: torch.Tensor, steps: list[tuple[int, object]])
     """``sum_k w[k] * op_k(x)`` over the planned ops ``(k, plan)`` of one edge."""
     params = [t for _, step in steps for t in _params(step)]
     return LeanEdge.apply(x, w, steps, *params)
+
+
+def lean_chain(relu_x: torch.Tensor, chain: ConvChain) -> torch.Tensor:
+    """A planned chain's output on an input that is already ReLU'd (a training cell's shared ReLU)."""
+    return LeanChain.apply(relu_x, chain, *_params(chain))
 
 
 # ---------------------------------------------------------------------------- BatchNorm pieces
@@ -122,10 +132,11 @@ def _norm_args(bn: nn.BatchNorm2d) -> tuple:
     return bn.running_mean, bn.running_var, momentum, bn.eps
 
 
-def _normalize(z: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Non-affine training-mode BatchNorm: (output, batch mean, inverse std); updates the running stats."""
+def _normalize(z: torch.Tensor, bn: nn.BatchNorm2d, weight=None, bias=None) -> tuple[torch.Tensor, ...]:
+    """Training-mode BatchNorm with this weight and bias: (output, batch mean, inverse std); updates the
+    running statistics."""
     running_mean, running_var, momentum, eps = _norm_args(bn)
-    return torch.native_batch_norm(z, None, None, running_mean, running_var, True, momentum, eps)
+    return torch.native_batch_norm(z, weight, bias, running_mean, running_var, True, momentum, eps)
 
 
 def _dense(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -134,12 +145,18 @@ def _dense(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return grad.contiguous(memory_format=fmt)
 
 
-def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
-                   eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gradient of z, per-channel sum of grad * normalized z) of a non-affine BatchNorm."""
-    grad_z, dot, _ = aten.native_batch_norm_backward(_dense(grad, z), z, None, None, None, mean, invstd, True, eps,
-                                                     [True, True, False])
-    return grad_z, dot
+def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float,
+                   weight=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(gradient of z, per-channel sums of grad * normalized z and of grad) of a training-mode BatchNorm:
+    the gradients of its weight and bias."""
+    return aten.native_batch_norm_backward(_dense(grad, z), z, weight, None, None, mean, invstd, True, eps,
+                                           [True, True, True])
+
+
+def _renormalize(z, mean, invstd, weight, bias) -> torch.Tensor:
+    """The training-mode BatchNorm output again, from its input and batch statistics."""
+    y = (z - _channel(mean)) * _channel(invstd)
+    return y if weight is None else torch.addcmul(_channel(bias), y, _channel(weight))
 
 
 def _channel(v: torch.Tensor) -> torch.Tensor:
@@ -155,18 +172,18 @@ class LeanEdge(torch.autograd.Function):
     def forward(ctx, x, w, steps, *params):
         relu_x = F.relu(x) if any(not isinstance(s, NormedHead) for _, s in steps) else None
         out, kept, eps = None, [], []
+        p = 0
         for k, step in steps:
             if isinstance(step, ConvChain):
-                u = relu_x
-                for i, (dw, pw) in enumerate(zip(step.depthwise, step.pointwise)):
-                    if i:
-                        u = y.relu_()
-                    z = F.conv2d(depthwise_conv(u, dw.weight, *_conv(dw)), pw.weight)
-                    y, mean, invstd = _normalize(z, step.norms[i])
-                    kept += [z, mean, invstd]
+                n = 4 * len(step.depthwise)
+                y, chain_kept = _chain_forward(relu_x, step, params[p:p + n])
+                kept += chain_kept
                 eps += [bn.eps for bn in step.norms]
+                p += n
             else:
-                z = step.head(x) if isinstance(step, NormedHead) else factorized_halves(relu_x, *_params(step))
+                if isinstance(step, Reduce):
+                    p += 2
+                z = step.head(x) if isinstance(step, NormedHead) else factorized_halves(relu_x, *params[p - 2:p])
                 norm = step.norm if isinstance(step, NormedHead) else step.op.bn
                 y, mean, invstd = _normalize(z, norm)
                 kept += [None, mean, invstd]     # recomputed in backward
@@ -193,9 +210,11 @@ class LeanEdge(torch.autograd.Function):
             if isinstance(step, ConvChain):
                 n = len(step.depthwise)
                 saved = [(next(kept), next(kept), next(kept)) for _ in range(n)]
-                g_r, g_params = _chain_backward(grad, w[k], step, saved, [next(eps) for _ in range(n)], x, relu_x,
-                                                params[p:p + 2 * n], needs[p:p + 2 * n], grad_w, k)
-                p += 2 * n
+                g_r, g_params, dot = _chain_backward(grad, w[k], step, saved, [next(eps) for _ in range(n)], x,
+                                                     relu_x, params[p:p + 4 * n], needs[p:p + 4 * n])
+                if grad_w is not None:
+                    grad_w[k] = dot
+                p += 4 * n
                 grad_r = g_r if grad_r is None else grad_r.add_(g_r)
                 grad_params += g_params
             else:
@@ -209,7 +228,7 @@ class LeanEdge(torch.autograd.Function):
                     else:
                         source = (relu_x if relu_x is not None else F.relu(x)).detach().requires_grad_()
                         h = factorized_halves(source, *weights)
-                g_h, dot = _norm_backward(grad, h.detach(), mean, invstd, next(eps))
+                g_h, dot, _ = _norm_backward(grad, h.detach(), mean, invstd, next(eps))
                 if grad_w is not None:
                     grad_w[k] = dot.sum()
                 leaves = [source] + [t for t in weights if t.requires_grad]
@@ -231,34 +250,78 @@ def _conv(dw: DepthwiseConv2d) -> tuple[int, int, int]:
     return dw.stride[0], dw.padding[0], dw.dilation[0]
 
 
-def _chain_backward(grad, w_k, step: ConvChain, saved, eps, x, relu_x, params, needs, grad_w, k):
-    """Gradient of the ReLU'd input and of the chain's weights (None where not needed)."""
+def _chain_forward(u: torch.Tensor, step: ConvChain, params) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The chain's output on a ReLU'd input, and what backward keeps: each stage's pre-BatchNorm tensor
+    and batch statistics."""
+    kept = []
+    for i, dw in enumerate(step.depthwise):
+        dw_weight, pw_weight, weight, bias = params[4 * i:4 * i + 4]
+        if i:
+            u = y.relu_()
+        z = F.conv2d(depthwise_conv(u, dw_weight, *_conv(dw)), pw_weight)
+        y, mean, invstd = _normalize(z, step.norms[i], weight, bias)
+        kept += [z, mean, invstd]
+    return y, kept
+
+
+def _chain_backward(grad, scale, step: ConvChain, saved, eps, x, relu_x, params, needs):
+    """(gradient of the ReLU'd input, gradients of the chain's parameters, None where not needed, and
+    the sum of grad * output) for the output's gradient `grad`, times `scale` if given (a mixed op's
+    coefficient). Without parameter gradients (the architecture step) nothing is recomputed but ReLU masks."""
+    n = len(step.depthwise)
     z, mean, invstd = saved[-1]
-    g_z, dot = _norm_backward(grad, z, mean, invstd, eps[-1])
-    if grad_w is not None:
-        grad_w[k] = dot.sum()
-    g_z.mul_(w_k)
+    g_z, g_weight, g_bias = _norm_backward(grad, z, mean, invstd, eps[-1], params[4 * n - 2])
+    dot = None
+    if scale is not None:
+        weight, bias = params[4 * n - 2:4 * n]
+        dot = g_weight.sum() if weight is None else (g_weight * weight + g_bias * bias).sum()
+        g_z.mul_(scale)
+        g_weight, g_bias = g_weight * scale, g_bias * scale
     grads: list[torch.Tensor | None] = []
-    for i in reversed(range(len(step.depthwise))):
-        dw_weight, pw_weight = params[2 * i], params[2 * i + 1]
-        need_dw, need_pw = needs[2 * i], needs[2 * i + 1]
+    for i in reversed(range(n)):
+        dw_weight, pw_weight = params[4 * i], params[4 * i + 1]
+        need_dw, need_pw, need_weight, need_bias = needs[4 * i:4 * i + 4]
+        norm_grads = [g_weight if need_weight else None, g_bias if need_bias else None]
         if i:
             z_in, m_in, s_in = saved[i - 1]
-            u = F.relu((z_in - _channel(m_in)) * _channel(s_in)) if need_dw or need_pw else None
+            weight_in, bias_in = params[4 * i - 2:4 * i]
+            u = F.relu(_renormalize(z_in, m_in, s_in, weight_in, bias_in)) \
+                if need_dw or need_pw or weight_in is not None else None
         else:
             z_in, u = x, relu_x
+        conv = _conv(step.depthwise[i])
         if need_pw:
-            g_d, g_pw, _ = aten.convolution_backward(g_z, depthwise_conv(u, dw_weight, *_conv(step.depthwise[i])),
-                                                     pw_weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-                                                     [True, True, False])
+            g_d, g_pw, _ = aten.convolution_backward(g_z, depthwise_conv(u, dw_weight, *conv), pw_weight, None,
+                                                     [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, False])
         else:
             g_d, g_pw = F.conv2d(g_z, pw_weight.transpose(0, 1)), None
         # Without a weight gradient only the input's shape is read: z_in stands in for u.
-        g_u, g_dw = depthwise_conv_backward(g_d, u if need_dw else z_in, dw_weight, *_conv(step.depthwise[i]),
-                                            (True, need_dw))
-        grads[:0] = [g_dw, g_pw]
-        if i:
-            g_y = aten.threshold_backward(g_u, u, 0) if u is not None else torch.where(z_in > _channel(m_in), g_u, 0.0)
-            g_z = _norm_backward(g_y, z_in, m_in, s_in, eps[i - 1])[0]
-        else:
-            return g_u, grads
+        g_u, g_dw = depthwise_conv_backward(g_d, u if need_dw else z_in, dw_weight, *conv, (True, need_dw))
+        grads[:0] = [g_dw, g_pw, *norm_grads]
+        if not i:
+            return g_u, grads, dot
+        g_y = aten.threshold_backward(g_u, u, 0) if u is not None else torch.where(z_in > _channel(m_in), g_u, 0.0)
+        g_z, g_weight, g_bias = _norm_backward(g_y, z_in, m_in, s_in, eps[i - 1], weight_in)
+
+
+class LeanChain(torch.autograd.Function):
+    """A planned chain on a ReLU'd input (training networks, affine BatchNorms allowed); keeps the input,
+    the pre-BatchNorm tensors and their statistics."""
+
+    @staticmethod
+    def forward(ctx, relu_x, chain, *params):
+        y, kept = _chain_forward(relu_x, chain, params)
+        ctx.chain, ctx.n_params = chain, len(params)
+        ctx.save_for_backward(relu_x, *params, *kept)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        relu_x, *rest = ctx.saved_tensors
+        params, kept = rest[:ctx.n_params], rest[ctx.n_params:]
+        saved = [tuple(kept[i:i + 3]) for i in range(0, len(kept), 3)]
+        eps = [bn.eps for bn in ctx.chain.norms]
+        grad_x, grads, _ = _chain_backward(grad, None, ctx.chain, saved, eps, relu_x, relu_x, params,
+                                           ctx.needs_input_grad[2:])
+        return grad_x, None, *grads

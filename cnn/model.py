@@ -30,6 +30,7 @@ from checkpoint import load_weights
 from errors import UserError
 from genotypes import (Architecture, CellGenes, format_genotype, genotype_path, parse_genotype, read_genotype_file,
                        to_architecture)
+import lean_ops
 from operations import DEFAULT_MID_CHANNELS, FactorizedReduce, ReLUConvBN, ReLUFirst, build_op, concat_channels, takes_relu
 
 
@@ -68,6 +69,7 @@ class Cell(nn.Module):
         self._concat = list(genes.concat)
         self._is_identity = [isinstance(op, nn.Identity) for op in self._ops]
         self._takes_relu = [takes_relu(op) for op in self._ops]
+        self._lean: list | None = None       # the chains cnn/lean_ops.py runs in training, made at the first use
         self.multiplier = len(self._concat)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
@@ -79,6 +81,7 @@ class Cell(nn.Module):
         states = {0: self.preprocess0.after_relu(r0), 1: self.preprocess1.after_relu(r1)}
         relus: dict[int, torch.Tensor] = {}
         drop = self.training and drop_prob > 0.0
+        lean = self._lean_chains()
         for node, edge_ids in self._plan:
             out = None
             for k in edge_ids:
@@ -86,7 +89,8 @@ class Cell(nn.Module):
                 if self._takes_relu[k]:
                     if source not in relus:
                         relus[source] = F.relu(states[source])
-                    h = self._ops[k].after_relu(relus[source])
+                    h = self._ops[k].after_relu(relus[source]) if lean[k] is None else \
+                        lean_ops.lean_chain(relus[source], lean[k])
                 else:
                     h = self._ops[k](states[source])
                 if drop and not self.nested and not self._is_identity[k]:
@@ -97,6 +101,14 @@ class Cell(nn.Module):
             states[node] = out
         reference = states[self._plan[-1][0]]
         return concat_channels([states[i] if i in states else torch.zeros_like(reference) for i in self._concat])
+
+    def _lean_chains(self) -> list:
+        """Per op, the chain cnn/lean_ops.py runs in its place (training with gradients), else None."""
+        if not (self.training and torch.is_grad_enabled() and lean_ops.enabled()) or torch.compiler.is_compiling():
+            return [None] * len(self._ops)
+        if self._lean is None:
+            self._lean = [p if isinstance(p, lean_ops.ConvChain) else None for p in map(lean_ops.plan, self._ops)]
+        return self._lean
 
 
 def _evaluation_plan(genes: CellGenes) -> list[tuple[int, list[int]]]:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import lean_ops
 from architect import Architect, ArchConfig
 from genotypes import PRIMITIVE_SETS
+from model import ModelSpec
 from model_search import MixedOp, SearchNetwork, make_spec
 from operations import FactorizedReduce, SepConv, depthwise_conv
 from runtime import Precision
@@ -90,7 +91,7 @@ def test_ops_with_other_norms_or_activations_run_as_they_are():
     op = SepConv(4, 4, 3, 1, 1, affine=False)
     op.op[4] = nn.SiLU()
     assert lean_ops.plan(op) is None
-    assert lean_ops.plan(SepConv(4, 4, 3, 1, 1, affine=True)) is None
+    assert isinstance(lean_ops.plan(SepConv(4, 4, 3, 1, 1, affine=True)), lean_ops.ConvChain)   # training networks
     reduce = FactorizedReduce(4, 4, affine=False)
     assert isinstance(lean_ops.plan(reduce), lean_ops.Reduce)
     reduce.relu = nn.SiLU()
@@ -163,3 +164,26 @@ def test_the_lean_supernet_keeps_under_a_third_of_the_plain_ones_tensors():
     with lean_ops.plain():
         plain = _saved_bytes(model, x)
     assert lean < plain / 3, (lean, plain)
+
+
+def test_a_training_network_gets_the_plain_gradients_for_less_memory():
+    """DARTS_V2 with affine BatchNorms: logits, every gradient and the BatchNorm statistics of one training
+    forward and backward equal the plain modules' (float64), keeping under 70% of their tensors (61% at
+    DARTS's C=36, 20 cells)."""
+    torch.manual_seed(0)
+    net = ModelSpec.resolve("DARTS_V2", "cifar", 10, init_channels=8, layers=8, auxiliary=False).build().double()
+    plain_net = copy.deepcopy(net)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 10, (4,))
+    lean_bytes = _saved_bytes(lambda t: copy.deepcopy(net)(t)[0], x)
+    lean_loss = F.cross_entropy(net(x)[0], y)
+    with lean_ops.plain():
+        plain_bytes = _saved_bytes(lambda t: copy.deepcopy(net)(t)[0], x)
+        plain_loss = F.cross_entropy(plain_net(x)[0], y)
+        plain_grads = torch.autograd.grad(plain_loss, list(plain_net.parameters()))
+    assert torch.allclose(lean_loss, plain_loss, rtol=1e-12, atol=0)
+    for a, b in zip(torch.autograd.grad(lean_loss, list(net.parameters())), plain_grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-13)
+    for a, b in zip(net.buffers(), plain_net.buffers()):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert lean_bytes < 0.7 * plain_bytes, (lean_bytes, plain_bytes)

@@ -4,7 +4,7 @@
     python bench/search_speed.py --device cpu --batch_size 16 --layers 5   # a CPU takes ~40 s per full iteration
     python bench/search_speed.py --device cpu --threads 1 --strategies darts_first_order pcdarts
     python bench/search_speed.py --original ../shared/bench-reference/darts-cnn --device cpu --threads 1 \\
-        --batch_size 16 --rounds 3                                 # DARTS first and second order, ours and the original's
+        --batch_size 16 --rounds 3              # DARTS first and second order, ours and the original's
 
 The strategies are those of the registry (cnn/strategies/): every variant each method declares
 (``VARIANTS``: e.g. DARTS first and second order), so a new method is measured without an edit

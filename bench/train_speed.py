@@ -15,11 +15,13 @@ ours and the original once each, in alternating order; the reported figures are 
 rounds, and each ratio is the median of the ratios within a round, so that a machine shared with
 other work slows both sides of a ratio alike; ``fastest_steps`` is the ratio of the two sides'
 fastest steps, the ones least slowed down by other work. Memory: on the CPU the peak resident set
-size of the child (interpreter and torch included, ``rss_before_model_mb`` says how much that is),
-on CUDA the peak PyTorch allocated.
+size of the child (interpreter and torch included, ``rss_before_model_mb`` says how much that is;
+``ratios.peak_memory_less_rss_before_model`` compares the peaks with it subtracted), on CUDA the
+peak PyTorch allocated.
 
 Also printed: the projected wall time of the 600 epochs of DARTS's CIFAR-10 training (50,000 images
-per epoch) at the measured images/s, training steps only (no data loading, no evaluation).
+per epoch) at the measured images/s, a projection from the timed steps only (no data loading, no
+evaluation).
 """
 from __future__ import annotations
 
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_format is None:
         import train
         args.memory_format = train.parse_args([]).memory_format
-    sides = {"ours": lambda: _ours_child(args), **({"original": lambda: _original_child(args)} if args.original else {})}
+    sides = {"ours": lambda: _ours_child(args)}
+    if args.original:
+        sides["original"] = lambda: _original_child(args)
     runs = interleaved_rounds(sides, args.rounds, "train step")
     ours = summary(runs["ours"], args.batch_size)
     report = {"machine": machine(),

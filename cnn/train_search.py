@@ -186,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tensor layout; auto: channels_last on the CPU (its depthwise convolutions are "
                         "several times faster that way), contiguous on CUDA")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the supernet: the first iterations compile it (first order: one graph for "
-                        "every forward; --unrolled: three, for the real, virtual and perturbed weights), which takes "
-                        "many minutes on a CPU; pays off over long runs on a GPU")
+                   help="torch.compile the supernet: the first iteration compiles it (first order: one graph; "
+                        "--unrolled: three, for the real, virtual and perturbed weights), about ten minutes on a CPU "
+                        "core even for a tiny supernet; meant for long runs on a GPU (not measured there yet); "
+                        "tested with DARTS first and second order")
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,

@@ -33,9 +33,10 @@ def test_train_speed_reports_steps_memory_and_projection():
 def test_search_speed_times_the_original_darts_side_by_side():
     if not (ORIGINAL / "model_search.py").is_file():
         pytest.skip(f"no original DARTS cnn/ folder at {ORIGINAL} (set DARTS_ORIGINAL_CNN to one)")
+    # 3 cells: the original's second order needs a normal cell (its normal alphas get no gradient otherwise)
     done = subprocess.run([sys.executable, "bench/search_speed.py", "--original", str(ORIGINAL), "--device", "cpu",
                            "--threads", "1", "--init_channels", "4", "--layers", "3", "--batch_size", "4",
-                           "--iterations", "1", "--warmup", "0"],   # 3 cells: the original's second order needs a normal one
+                           "--iterations", "1", "--warmup", "0"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads(done.stdout)

@@ -116,7 +116,7 @@ def assert_same_search(got: dict, want: dict, rtol: float, atol: float) -> None:
 
 def _compiled_search_matches_eager(unrolled: bool, graphs: int) -> None:
     # AOTAutograd traces forward and backward as inductor does, then runs the traced graphs op by op
-    # (inductor itself takes over ten minutes for this supernet on a CPU core: measured by hand, it gave
+    # (inductor itself takes about ten minutes for this supernet on a CPU core: measured by hand, it gave
     # losses within 3e-7 and architecture weights within 3e-9 of eager; tests/test_cuda.py compares it)
     compiled = search_iterations(search_engine(unrolled, "aot_eager"))
     assert compiled["graphs"] == [graphs] * 3          # all compiled in the first iteration, none after

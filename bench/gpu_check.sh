@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The CUDA checks of the training path in one go, on a lent GPU machine (about 10 minutes on one
-# H100/H200), with no data download (random tensors, tiny CIFAR files written by the tests):
+# The CUDA checks of the training and search paths in one go, on a lent GPU machine, with no data download
+# (random tensors, tiny CIFAR files written by the tests). The training part was sized at about 10 minutes on
+# one H100/H200; the search part adds the supernet's compile time, never measured on a GPU yet (each part has
+# a time limit: at most 35 minutes in all):
 #
 #     bash bench/gpu_check.sh [OUT.json]          # default OUT: gpu_check.json
 #
-# 1. pytest -m cuda (tests/test_cuda.py): AMP bf16 and fp16 steps against fp32, compiled against eager,
-#    --data_on_device batches on the GPU against the CPU's;
+# 1. pytest -m cuda (tests/test_cuda.py): AMP bf16 and fp16 steps against fp32, compiled training steps and
+#    search iterations against eager, --data_on_device batches on the GPU against the CPU's;
 # 2. bench/train_speed.py on CUDA (DARTS_V2, C=36, 20 cells, auxiliary head, batch 96, DARTS's
 #    training batch): contiguous and channels_last in fp32, channels_last with AMP, and with AMP and
-#    --compile; with ORIGINAL=<the original DARTS cnn/ folder> in the environment, the original code too.
+#    --compile; with ORIGINAL=<the original DARTS cnn/ folder> in the environment, the original code too;
+# 3. bench/search_speed.py on CUDA at the DARTS search defaults (C=16, 8 cells, batch 64, 32 px): DARTS first
+#    and second order eager, in fp32 and with AMP (bf16 where supported), and first order with --compile in
+#    both precisions (compiling the supernet takes minutes: its warm-up seconds are in the report); each
+#    report holds the projected wall time of a 50-epoch CIFAR-10 search (391 iterations of 64 per epoch),
+#    gathered with images/s and peak memory under "search" at the top of OUT.
 #
 # OUT holds one JSON object: the test counts and every bench report. Without CUDA the script says so,
 # writes {"cuda": false, ...} and exits 0. A part that fails or runs out of time is recorded as such
@@ -20,7 +27,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-    echo "gpu_check: CUDA is absent on this machine; the CUDA checks are skipped"
+    echo "gpu_check: CUDA is absent on this machine; the CUDA checks (tests, training and search speed) are skipped"
     echo '{"cuda": false, "skipped": "CUDA is absent"}' > "$out"
     exit 0
 fi
@@ -36,13 +43,18 @@ part() {   # part NAME SECONDS COMMAND...: run COMMAND, its stdout to $work/NAME
     if [ "$rc" -ne 0 ]; then status=1; tail -n 5 "$work/$name.err" >&2; fi
 }
 
-part pytest 240 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
+part pytest 360 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
 bench=(python bench/train_speed.py --device cuda --batch_size 96 --rounds 1 --iterations 20 --warmup 3
        ${ORIGINAL:+--original "$ORIGINAL"})
 part train_fp32_contiguous 90 "${bench[@]}" --memory_format contiguous
 part train_fp32_channels_last 90 "${bench[@]}" --memory_format channels_last
 part train_amp_channels_last 90 "${bench[@]}" --memory_format channels_last --amp
 part train_amp_compiled 360 "${bench[@]}" --memory_format channels_last --amp --compile
+search=(python bench/search_speed.py --device cuda --batch_size 64 --layers 8 --init_channels 16 --iterations 10)
+part search_fp32_eager 120 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order
+part search_bf16_eager 120 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order --amp
+part search_fp32_compiled 420 "${search[@]}" --warmup 3 --strategies darts_first_order --compile
+part search_bf16_compiled 420 "${search[@]}" --warmup 3 --strategies darts_first_order --amp --compile
 
 python - "$work" "$out" <<'PY'
 import json, sys
@@ -65,6 +77,13 @@ for rc in sorted(work.glob("*.rc")):
     if status != 0:
         entry["stderr_tail"] = (work / f"{name}.err").read_text().splitlines()[-5:]
     report[name] = entry
+report["search"] = {                     # per mode and variant: what the issue's goals are stated in
+    name.removeprefix("search_"): {
+        variant: {"images_per_s": result["ours"]["images_per_s"], "peak_memory_mb": result["ours"]["peak_memory_mb"],
+                  "warmup_seconds": result["ours"]["runs"][0]["warmup_seconds"],
+                  "projected_50_epoch_search_hours": entry["report"]["projected_search"][variant]["ours"]["hours"]}
+        for variant, result in entry["report"]["results"].items() if "ours" in result}
+    for name, entry in report.items() if name.startswith("search_") and "report" in entry}
 out.write_text(json.dumps(report, indent=2) + "\n")
 print(f"gpu_check: wrote {out}")
 PY

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -43,24 +44,34 @@ def set_threads(threads: int | None) -> None:
 
 
 def time_steps(step: Callable[[], object], device: torch.device, warmup: int, iterations: int) -> dict:
-    """Median seconds of `iterations` calls of `step` after `warmup` untimed ones, and the peak memory:
-    on CUDA the most PyTorch allocated, on the CPU the peak resident set size of the process."""
-    def timed() -> float:
+    """Median seconds of `iterations` calls of `step` after `warmup` untimed ones (wall clock, and CPU time
+    of the process's threads: on a machine shared with other work, what an idle core would take), and the
+    peak memory: on CUDA the most PyTorch allocated, on the CPU the peak resident set size of the process."""
+    def timed() -> tuple[float, float]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu_started
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    warmup_seconds = [timed() for _ in range(warmup)]
-    seconds = [timed() for _ in range(iterations)]
+    warmup_seconds = [timed()[0] for _ in range(warmup)]
+    seconds, cpu_seconds = zip(*[timed() for _ in range(iterations)])
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mb()
-    return {"seconds_per_step": statistics.median(seconds), "all_seconds": [round(s, 4) for s in seconds],
-            "warmup_seconds": [round(s, 3) for s in warmup_seconds], "peak_memory_mb": round(peak, 1)}
+    return {"seconds_per_step": statistics.median(seconds), "cpu_seconds_per_step": statistics.median(cpu_seconds),
+            "all_seconds": [round(s, 4) for s in seconds], "warmup_seconds": [round(s, 3) for s in warmup_seconds],
+            "peak_memory_mb": round(peak, 1)}
+
+
+def projection(images_per_s: float, epochs: int, images_per_epoch: int) -> dict:
+    """Wall time of `epochs` epochs at the measured rate: a projection from the timed steps alone (no data
+    loading, no evaluation between epochs)."""
+    seconds = epochs * images_per_epoch / images_per_s
+    return {"epochs": epochs, "images_per_epoch": images_per_epoch, "hours": round(seconds / 3600, 2),
+            "days": round(seconds / 86400, 3)}
 
 
 def run_child(argv: list[str], threads: int | None = None, timeout: float | None = None) -> dict:
@@ -74,3 +85,73 @@ def run_child(argv: list[str], threads: int | None = None, timeout: float | None
         tail = "\n".join((done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-5:])
         raise BenchError(f"{' '.join(argv[:2])} exited with status {done.returncode}:\n{tail}")
     return json.loads(lines[-1])
+
+
+def interleaved_rounds(sides: dict[str, Callable[[], dict]], rounds: int, label: str) -> dict[str, list[dict]]:
+    """Each side's child results over `rounds` rounds, one child per side per round, the sides' order
+    alternating from round to round, so that a change in the load of a shared machine slows both alike."""
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    for index in range(rounds):
+        for name in (list(sides) if index % 2 == 0 else list(sides)[::-1]):
+            result = sides[name]()
+            runs[name].append(result)
+            print(f"{label} round {index + 1} {name}: {result['seconds_per_step']:.3f} s/step, "
+                  f"{result['peak_memory_mb']:.0f} MB", file=sys.stderr, flush=True)
+    return runs
+
+
+def summary(runs: list[dict], batch_size: int) -> dict:
+    """Medians over the rounds, and the fastest step of all: on a loaded machine the step least slowed
+    down by other work."""
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    seconds = median("seconds_per_step")
+    result = {"seconds_per_step": round(seconds, 4), "images_per_s": round(batch_size / seconds, 3),
+              "cpu_seconds_per_step": round(median("cpu_seconds_per_step"), 4),
+              "fastest_step_seconds": min(s for r in runs for s in r["all_seconds"]),
+              "peak_memory_mb": median("peak_memory_mb")}
+    if all("rss_before_model_mb" in r for r in runs):
+        result["rss_before_model_mb"] = median("rss_before_model_mb")
+    return {**result, "runs": runs}
+
+
+def ratios(ours: list[dict], original: list[dict], cpu: bool) -> dict:
+    """Ours against the original, round by round (medians of the rounds' ratios): images/s (the original's
+    seconds / ours) and peak memory (ours / the original's). On the CPU the peaks are resident set sizes,
+    interpreter and torch included; ``peak_memory_less_rss_before_model`` compares them with each side's
+    resident set size before its model was built subtracted."""
+    rounds = []
+    for mine, theirs in zip(ours, original, strict=True):
+        ratio = {"images_per_s": theirs["seconds_per_step"] / mine["seconds_per_step"],
+                 "peak_memory": mine["peak_memory_mb"] / theirs["peak_memory_mb"]}
+        if cpu:
+            ratio["peak_memory_less_rss_before_model"] = (
+                (mine["peak_memory_mb"] - mine["rss_before_model_mb"])
+                / (theirs["peak_memory_mb"] - theirs["rss_before_model_mb"]))
+        rounds.append(ratio)
+    result = {key: round(statistics.median(r[key] for r in rounds), 3) for key in rounds[0]}
+    return {**result, "per_round": [{k: round(v, 3) for k, v in r.items()} for r in rounds],
+            "fastest_steps": round(min(s for r in original for s in r["all_seconds"])
+                                   / min(s for r in ours for s in r["all_seconds"]), 3)}
+
+
+def machine() -> dict:
+    """The CPU, core count, torch version, GPU and the project's commit (``-dirty`` with uncommitted changes)."""
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").is_file():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "commit": _commit()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _commit() -> str:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), *a], capture_output=True,
+                              text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

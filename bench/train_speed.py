@@ -15,35 +15,34 @@ ours and the original once each, in alternating order; the reported figures are 
 rounds, and each ratio is the median of the ratios within a round, so that a machine shared with
 other work slows both sides of a ratio alike; ``fastest_steps`` is the ratio of the two sides'
 fastest steps, the ones least slowed down by other work. Memory: on the CPU the peak resident set
-size of the child (interpreter and torch included, ``rss_before_model_mb`` says how much that is),
-on CUDA the peak PyTorch allocated.
+size of the child (interpreter and torch included, ``rss_before_model_mb`` says how much that is;
+``ratios.peak_memory_less_rss_before_model`` compares the peaks with it subtracted), on CUDA the
+peak PyTorch allocated.
 
 Also printed: the projected wall time of the 600 epochs of DARTS's CIFAR-10 training (50,000 images
-per epoch) at the measured images/s, training steps only (no data loading, no evaluation).
+per epoch) at the measured images/s, a projection from the timed steps only (no data loading, no
+evaluation).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-sys.path.insert(0, str(BENCH_DIR))
+sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent / "cnn")]
+import core_path  # noqa: E402,F401  (core/ on the import path)
+import cli  # noqa: E402
 import original_darts  # noqa: E402
-from measure import rss_mb, run_child, set_threads, time_steps  # noqa: E402
+from measure import (interleaved_rounds, machine, projection, ratios, rss_mb, run_child, set_threads,  # noqa: E402
+                     summary, time_steps)
 
 EPOCHS, IMAGES_PER_EPOCH = 600, 50_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     p.add_argument("--original", default=None, help="the original DARTS cnn/ folder, timed side by side")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -63,8 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure_ours(args: argparse.Namespace) -> dict:
     """One child: our training step as train.py runs it."""
-    sys.path.insert(0, str(REPO / "cnn"))
-    import core_path  # noqa: F401
     import torch
     import torch.nn as nn
     from model import ModelSpec
@@ -109,85 +106,31 @@ def _original_child(args: argparse.Namespace) -> dict:
                                           iterations=args.iterations, warmup=args.warmup, device=args.device)
 
 
-def _summary(runs: list[dict], batch_size: int) -> dict:
-    """Medians over the rounds, and the fastest step of all: on a loaded machine the step least slowed
-    down by other work."""
-    seconds = statistics.median(r["seconds_per_step"] for r in runs)
-    fastest = min(s for r in runs for s in r["all_seconds"])
-    return {"seconds_per_step": round(seconds, 4), "images_per_s": round(batch_size / seconds, 3),
-            "fastest_step_seconds": fastest, "peak_memory_mb": statistics.median(r["peak_memory_mb"] for r in runs),
-            "runs": runs}
-
-
-def machine() -> dict:
-    import torch
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").is_file():
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "commit": _commit()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def _commit() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def _projection(images_per_s: float) -> dict:
-    seconds = EPOCHS * IMAGES_PER_EPOCH / images_per_s
-    return {"epochs": EPOCHS, "images_per_epoch": IMAGES_PER_EPOCH, "hours": round(seconds / 3600, 1),
-            "days": round(seconds / 86400, 2)}
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.one:
         print(json.dumps(measure_ours(args)))
         return
     if args.memory_format is None:
-        sys.path.insert(0, str(REPO / "cnn"))
         import train
         args.memory_format = train.parse_args([]).memory_format
-    ours_runs, original_runs, ratios = [], [], []
-    for round_index in range(args.rounds):
-        sides = [("ours", _ours_child)] + ([("original", _original_child)] if args.original else [])
-        if round_index % 2:
-            sides.reverse()
-        results = {}
-        for name, child in sides:
-            results[name] = child(args)
-            print(f"round {round_index + 1} {name}: {results[name]['seconds_per_step']:.3f} s/step, "
-                  f"{results[name]['peak_memory_mb']:.0f} MB", file=sys.stderr, flush=True)
-        ours_runs.append(results["ours"])
-        if args.original:
-            original_runs.append(results["original"])
-            ratios.append({"images_per_s": results["original"]["seconds_per_step"] / results["ours"]["seconds_per_step"],
-                           "peak_memory": results["ours"]["peak_memory_mb"] / results["original"]["peak_memory_mb"]})
-    ours = _summary(ours_runs, args.batch_size)
+    sides = {"ours": lambda: _ours_child(args)}
+    if args.original:
+        sides["original"] = lambda: _original_child(args)
+    runs = interleaved_rounds(sides, args.rounds, "train step")
+    ours = summary(runs["ours"], args.batch_size)
     report = {"machine": machine(),
               "config": {"arch": args.arch, "init_channels": args.init_channels, "layers": args.layers,
                          "batch_size": args.batch_size, "auxiliary": True, "device": args.device,
                          "threads": args.threads, "memory_format": args.memory_format, "amp": args.amp,
                          "compile": args.compile, "rounds": args.rounds, "iterations": args.iterations,
                          "warmup": args.warmup},
-              "ours": ours}
+              "ours": ours, "projected_training": {"ours": projection(ours["images_per_s"], EPOCHS, IMAGES_PER_EPOCH)}}
     if args.original:
-        report["original"] = _summary(original_runs, args.batch_size)
-        report["ratios"] = {
-            "images_per_s": round(statistics.median(r["images_per_s"] for r in ratios), 3),
-            "peak_memory": round(statistics.median(r["peak_memory"] for r in ratios), 3),
-            "per_round": [{k: round(v, 3) for k, v in r.items()} for r in ratios],
-            "fastest_steps": round(report["original"]["fastest_step_seconds"] / ours["fastest_step_seconds"], 3)}
-        report["projected_training"] = {"ours": _projection(ours["images_per_s"]),
-                                        "original": _projection(report["original"]["images_per_s"])}
-    else:
-        report["projected_training"] = {"ours": _projection(ours["images_per_s"])}
+        report["original"] = summary(runs["original"], args.batch_size)
+        report["ratios"] = ratios(runs["ours"], runs["original"], cpu=args.device == "cpu")
+        report["projected_training"]["original"] = projection(report["original"]["images_per_s"], EPOCHS,
+                                                              IMAGES_PER_EPOCH)
     report["projected_training"]["batch_size_measured"] = args.batch_size
     print(json.dumps(report, indent=2))
 

@@ -86,8 +86,8 @@ from operations import OPS
 from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
 from run_cost import RunCost
-from runtime import (DIVERGENCE_ADVICE, DivergenceWatch, Precision, check_finite_weights, progress, resolve_device,
-                     seed_epoch, seed_everything)
+from runtime import (DIVERGENCE_ADVICE, DivergenceWatch, Precision, check_finite_weights, compile_module, progress,
+                     resolve_device, seed_epoch, seed_everything)
 from sampling import EvalShard, SeededSamples, ShardedOrder
 from search_run import GENOTYPE_MARK, STOPPED, EpochRecord, check_genotype_name, run_epochs, write_result
 from strategies import OPTIONS, STRATEGIES, SelectionContext
@@ -97,7 +97,7 @@ from training import MEMORY_FORMATS, evaluate, lr_scheduler, memory_format
 from weight_report import heatmap_png, log_tables, tensorboard_tables
 
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "parse_method",
-                      "op_threshold", "genotype_name", "dist_timeout")
+                      "op_threshold", "genotype_name", "dist_timeout", "compile")
 RESUME_REQUIRED = ("spec", "model", "optimizer", "scheduler", "architect", "scaler", "stream", "epoch", "elapsed",
                    "stop_rules")
 GENOTYPE_OUTPUT_DIR = GENOTYPES_DIR  # where the derived genotype is written (tests move it)
@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory_format", default="auto", choices=MEMORY_FORMATS,
                    help="tensor layout; auto: channels_last on the CPU (its depthwise convolutions are "
                         "several times faster that way), contiguous on CUDA")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the supernet: the first iteration compiles it (first order: one graph; "
+                        "--unrolled: three, for the real, virtual and perturbed weights), about ten minutes on a CPU "
+                        "core even for a tiny supernet; meant for long runs on a GPU (not measured there yet); "
+                        "tested with DARTS first and second order")
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
@@ -352,13 +357,18 @@ class Engine:
 
 
 def build_engine(strategy: CellStrategy, num_classes: int, network: str, device: torch.device, precision: Precision,
-                 memory_format_name: str = "auto", sync_bn: bool = False, stored_spec: dict | None = None) -> Engine:
+                 memory_format_name: str = "auto", sync_bn: bool = False, stored_spec: dict | None = None,
+                 compile: bool = False) -> Engine:
     """Supernet, network optimizer and schedule, architect: everything one search iteration uses
-    (shared with bench/search_speed.py, so that the benchmark measures what the search runs)."""
+    (shared with bench/search_speed.py, so that the benchmark measures what the search runs).
+    `compile` compiles the supernet's forward in place: the architect's steps, the network step and
+    evaluation all call it, the second-order step through functional_call."""
     fmt = memory_format(memory_format_name, device)
     model = strategy.build_supernet(num_classes, network, stored_spec).to(device, memory_format=fmt)
     if sync_bn:
         model = sync_batchnorm(model, device)
+    if compile:
+        compile_module(model)
     c = strategy.config
     optimizer = torch.optim.SGD(model.weight_parameters(), c.learning_rate, momentum=c.momentum,
                                 weight_decay=c.weight_decay)
@@ -391,7 +401,7 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
     seed_everything(args.seed)
     data = search_data(args, ctx, device, memory_format(args.memory_format, device))
     engine = build_engine(strategy, data.num_classes, data.network, device, precision, args.memory_format,
-                          args.sync_bn, state["spec"] if state is not None else None)
+                          args.sync_bn, state["spec"] if state is not None else None, args.compile)
     rules = strategy.stop_rules(engine.model) + [r for o in options for r in o.stop_rules(engine.model, strategy)]
     run = SearchRun(args, ctx, strategy, options, engine, data, rules, cost)
     start = run.restore(state) if state is not None else 0

@@ -112,6 +112,20 @@ def check_finite_weights(model: nn.Module, epoch: int, advice: str = DIVERGENCE_
                               f"{advice} (nothing of this epoch was saved)")
 
 
+class CompileError(UserError):
+    """--compile on a machine that cannot compile."""
+
+
+def _require_cpp_compiler() -> None:
+    from torch._inductor import cpp_builder, exc
+    try:
+        cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        raise CompileError("--compile needs a C++ compiler at run time (torch.compile's inductor builds C++ "
+                           "kernels) and none was found: install g++ (or set CXX to one) or run without "
+                           "--compile") from None
+
+
 def compile_module(module: nn.Module, backend: str = "inductor") -> nn.Module:
     """Compile `module`'s forward with torch.compile, in place: its parameters, buffers and state_dict
     keys stay as they are, and DistributedDataParallel can wrap it. What compiles: training and
@@ -119,6 +133,9 @@ def compile_module(module: nn.Module, backend: str = "inductor") -> nn.Module:
     that size becomes dynamic) and for the first nonzero drop path probability; a Python number the
     forward reads (that probability, which changes every epoch) is an input of the graph, not a constant
     baked into it, so its later values compile nothing. The "eager" backend checks those guards without
-    generating code."""
+    generating code. Inductor, the default backend, builds C++ (and, on CUDA, Triton's launchers) at
+    run time: without a compiler this fails here, in one sentence, before anything runs."""
+    if backend == "inductor":
+        _require_cpp_compiler()
     module.compile(backend=backend)
     return module

@@ -9,6 +9,7 @@ from data import DeviceLoader, build_datasets
 from model import ModelSpec
 from runtime import Precision, compile_module
 from sampling import ShardedOrder
+from test_compile import assert_same_search, search_engine, search_iterations
 from training import make_optimizer, memory_format, train_step
 
 pytestmark = [pytest.mark.cuda,
@@ -65,6 +66,15 @@ def test_compiled_training_steps_agree_with_eager():
     want = _steps(_network(device), _precision(None))
     got = _steps(compile_module(_network(device)), _precision(None))
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_compiled_search_iterations_agree_with_eager():
+    # first order, the tiny supernet of tests/test_compile.py: compiled in the first iteration, then no more
+    device = torch.device("cuda")
+    torch.backends.cudnn.deterministic = True
+    got = search_iterations(search_engine(False, "inductor", device))
+    assert got["graphs"] == [1] * 3
+    assert_same_search(got, search_iterations(search_engine(False, None, device)), rtol=1e-3, atol=1e-4)
 
 
 def test_device_loader_on_cuda_gives_the_cpu_batches(tmp_path):

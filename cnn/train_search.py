@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tensor layout; auto: channels_last on the CPU (its depthwise convolutions are "
                         "several times faster that way), contiguous on CUDA")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the supernet: the first iteration compiles it (first order: one graph; "
-                        "--unrolled: three, for the real, virtual and perturbed weights), about ten minutes on a CPU "
+                   help="torch.compile the supernet: the first iteration compiles it (first order: two graphs, "
+                        "architecture and network step; --unrolled: four), about ten minutes on a CPU "
                         "core even for a tiny supernet; meant for long runs on a GPU (not measured there yet); "
                         "tested with DARTS first and second order")
     p.add_argument("--sync_bn", action="store_true",

@@ -124,15 +124,17 @@ def _compiled_search_matches_eager(unrolled: bool, graphs: int) -> None:
 
 
 def test_compiled_first_order_search_compiles_once_and_matches_eager(one_thread):
-    # the architecture step and the network step run the same forward (training mode): one graph
-    _compiled_search_matches_eager(unrolled=False, graphs=1)
+    # the architecture step (network weights frozen, core/architect.py) and the network step (architecture
+    # weights frozen) trace one graph each
+    _compiled_search_matches_eager(unrolled=False, graphs=2)
 
 
 @pytest.mark.slow   # about three minutes on 2 cores
-def test_compiled_second_order_search_compiles_three_graphs_once_and_matches_eager(one_thread):
-    # the forwards at the real, the virtual (w') and the perturbed (w +- r v) weights, the last two through
-    # functional_call: three graphs, none of them compiled again in later iterations
-    _compiled_search_matches_eager(unrolled=True, graphs=3)
+def test_compiled_second_order_search_compiles_four_graphs_once_and_matches_eager(one_thread):
+    # the forwards at the real weights (the virtual step's gradient), the virtual (w') and the perturbed
+    # (w +- r v) ones, the last three through functional_call, and the network step's (architecture weights
+    # frozen): four graphs, none of them compiled again in later iterations
+    _compiled_search_matches_eager(unrolled=True, graphs=4)
 
 
 def test_compile_without_a_cpp_compiler_is_one_sentence(tmp_path):

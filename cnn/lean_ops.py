@@ -9,10 +9,11 @@ core/architect.py), the depthwise convolutions, ReLUs and normalizations for the
 are recomputed. The math is that of the plain modules (their own weights, strides, paddings, BatchNorm
 statistics updated once per forward); tests/test_lean_ops.py compares both.
 
-Ops it knows: a chain of *stages* (depthwise conv, 1x1 conv, non-affine BatchNorm; a ReLU between
-stages) after a ReLU, i.e. DARTS's and sharpDARTS's separable and dilated convolutions; a parameter-free
-module followed by a non-affine BatchNorm (the search's pools); ``FactorizedReduce``. Other ops run as
-they are, outside the function.
+Ops it knows: a chain of *stages* (depthwise conv, 1x1 conv, BatchNorm; a ReLU between stages) after a
+ReLU, i.e. DARTS's and sharpDARTS's separable and dilated convolutions; a parameter-free module followed
+by a non-affine BatchNorm (the search's pools); ``FactorizedReduce``. Other ops run as they are, outside
+the function. Training networks (cnn/model.py) run their chains, with affine BatchNorms, through
+``LeanChain`` the same way.
 """
 from __future__ import annotations
 

@@ -67,8 +67,10 @@ def plain() -> Iterator[None]:
         _ENABLED.pop()
 
 
-def enabled() -> bool:
-    return _ENABLED[-1]
+def enabled(x: torch.Tensor) -> bool:
+    """Whether a forward on `x` may run lean: not inside ``plain()``, and not under autocast (the
+    recomputations in backward would run outside it, in other precisions; AMP runs the plain modules)."""
+    return _ENABLED[-1] and not torch.is_autocast_enabled(x.device.type)
 
 
 def _norm(m: nn.Module) -> bool:

@@ -81,7 +81,7 @@ class Cell(nn.Module):
         states = {0: self.preprocess0.after_relu(r0), 1: self.preprocess1.after_relu(r1)}
         relus: dict[int, torch.Tensor] = {}
         drop = self.training and drop_prob > 0.0
-        lean = self._lean_chains()
+        lean = self._lean_chains(r0)
         for node, edge_ids in self._plan:
             out = None
             for k in edge_ids:
@@ -102,9 +102,9 @@ class Cell(nn.Module):
         reference = states[self._plan[-1][0]]
         return concat_channels([states[i] if i in states else torch.zeros_like(reference) for i in self._concat])
 
-    def _lean_chains(self) -> list:
+    def _lean_chains(self, x: torch.Tensor) -> list:
         """Per op, the chain cnn/lean_ops.py runs in its place (training with gradients), else None."""
-        if not (self.training and torch.is_grad_enabled() and lean_ops.enabled()) or torch.compiler.is_compiling():
+        if not (self.training and torch.is_grad_enabled() and lean_ops.enabled(x)) or torch.compiler.is_compiling():
             return [None] * len(self._ops)
         if self._lean is None:
             self._lean = [p if isinstance(p, lean_ops.ConvChain) else None for p in map(lean_ops.plan, self._ops)]

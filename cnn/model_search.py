@@ -43,8 +43,8 @@ In training, with gradients on, a mixed op runs the ops that cnn/lean_ops.py kno
 dilated convolutions, pools, FactorizedReduce) in one autograd function per edge that keeps about a
 quarter of the tensors the plain modules keep for backward, with the same numbers
 (tests/test_lean_ops.py); ``lean_ops.plain()`` switches back to the plain modules, for code that
-differentiates twice. Evaluation, ``torch.no_grad`` and ``torch.compile`` (which plans memory itself)
-run the plain modules.
+differentiates twice. Evaluation, ``torch.no_grad``, autocast and ``torch.compile`` (which plans memory
+itself) run the plain modules.
 
 PC-DARTS's partial-channel edge wraps a ``MixedOp`` on C/K channels (cnn/strategies/pcdarts.py),
 so it keeps the contract and gains from any faster mixed op.
@@ -143,7 +143,7 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor, active: int | None = None) -> torch.Tensor:
         ops = self._active if active is None else [active]
         out = None
-        if self.training and torch.is_grad_enabled() and lean_ops.enabled() and not torch.compiler.is_compiling():
+        if self.training and torch.is_grad_enabled() and lean_ops.enabled(x) and not torch.compiler.is_compiling():
             if self._plans is None:
                 self._plans = [lean_ops.plan(op) for op in self._ops]
             lean = [(k, self._plans[k]) for k in ops if self._plans[k] is not None]

@@ -187,3 +187,16 @@ def test_a_training_network_gets_the_plain_gradients_for_less_memory():
     for a, b in zip(net.buffers(), plain_net.buffers()):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
     assert lean_bytes < 0.7 * plain_bytes, (lean_bytes, plain_bytes)
+
+
+def test_autocast_runs_the_plain_modules():
+    """Under AMP the forward's precisions would not be those of backward's recomputations."""
+    torch.manual_seed(0)
+    op = MixedOp(4, 1, PRIMITIVE_SETS["DARTS"], "darts", 32)
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    w = torch.softmax(torch.randn(len(op._ops)), 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not lean_ops.enabled(x)
+        out = op(x, w)
+    assert out.shape == x.shape and op._plans is None       # never planned: the plain modules ran
+    assert lean_ops.enabled(x)

@@ -77,10 +77,13 @@ def _child(request: dict) -> int:
     except BaseException:       # noqa: BLE001 - as Python itself: a traceback and status 1
         traceback.print_exc()
         status = 1
-    for thread in threading.enumerate():        # Python waits for non-daemon threads before it exits
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
+    try:
+        for thread in threading.enumerate():        # Python waits for non-daemon threads before it exits
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+    except BaseException:       # noqa: BLE001 - as Python's shutdown: reported, the script's status kept
+        traceback.print_exc()
     sys.stdout.flush()
     sys.stderr.flush()
     return status

@@ -15,6 +15,7 @@ from model import ModelSpec
 from model_search import MixedOp, SearchNetwork, make_spec
 from operations import FactorizedReduce, SepConv, depthwise_conv
 from runtime import Precision
+from test_search import _second_order_setup
 
 CPU = Precision(torch.device("cpu"), False)
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -98,26 +99,12 @@ def test_ops_with_other_norms_or_activations_run_as_they_are():
     assert lean_ops.plan(reduce) is None
 
 
-def _network():
-    torch.manual_seed(0)
-    model = SearchNetwork(make_spec(10, 4, 3, 2, 2, PRIMITIVE_SETS["DARTS"], "softmax", "shared")).double()
-    with torch.no_grad():
-        for a in model.arch_parameters():
-            a.normal_(0, 0.5)
-    x_t, x_v = torch.randn(8, 3, 8, 8, dtype=torch.float64), torch.randn(8, 3, 8, 8, dtype=torch.float64)
-    y_t, y_v = torch.randint(0, 10, (8,)), torch.randint(0, 10, (8,))
-    opt = torch.optim.SGD(model.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
-    F.cross_entropy(model(x_t), y_t).backward()          # a momentum buffer for the virtual step
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model, (x_t, y_t), (x_v, y_v), opt
-
-
 @pytest.mark.parametrize("unrolled", [False, True])
 def test_architecture_gradients_equal_those_of_the_plain_supernet(unrolled):
     """First order: the architecture step's gradient; second order: DARTS's hypergradient (four passes,
     virtual weights through functional_call), both in float64 at this process's thread count."""
-    model, train, valid, opt = _network()
+    model, x_t, y_t, x_v, y_v, opt = _second_order_setup()
+    train, valid = (x_t, y_t), (x_v, y_v)
     plain_model = copy.deepcopy(model)
     config = ArchConfig(unrolled=unrolled, network_momentum=0.9, network_weight_decay=3e-4)
 

@@ -25,9 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
 
-from operations import (DepthwiseConv2d, FactorizedReduce, ReLUFirst, depthwise_conv, depthwise_conv_backward,
-                        factorized_halves)
+from operations import (DepthwiseConv2d, FactorizedReduce, PointwiseConv2d, ReLUFirst, depthwise_conv,
+                        depthwise_conv_backward, factorized_halves, factorized_halves_backward, pointwise_conv, pointwise_weight_grad)
 
 aten = torch.ops.aten
 
@@ -36,21 +37,53 @@ aten = torch.ops.aten
 class ConvChain:
     """ReLU, then stages (depthwise, pointwise) each followed by a BatchNorm, with ReLUs between them."""
     depthwise: tuple[DepthwiseConv2d, ...]
-    pointwise: tuple[nn.Conv2d, ...]
+    pointwise: tuple[PointwiseConv2d, ...]
     norms: tuple[nn.BatchNorm2d, ...]
 
 
 @dataclass(frozen=True)
 class NormedHead:
-    """A parameter-free module (a pool) followed by a non-affine BatchNorm."""
-    head: nn.Module
+    """A max or average pool followed by a non-affine BatchNorm (the search's pools)."""
+    head: nn.MaxPool2d | nn.AvgPool2d
     norm: nn.BatchNorm2d
+
+    def pre_norm(self, x: torch.Tensor, relu_x: torch.Tensor | None, params) -> torch.Tensor:
+        return self.head(x)
+
+    def pre_norm_backward(self, grad, x, relu_x, params, needs, bn_args) -> tuple:
+        """(x's gradient, None, no parameter gradients) from the BatchNorm output's gradient `grad`, and
+        the sum of grad * normalized input: the pool recomputed once, with its indices for a max pool."""
+        h = self.head
+        pool = [_pair(h.kernel_size), _pair(h.stride), _pair(h.padding)]
+        if isinstance(h, nn.MaxPool2d):
+            z, indices = aten.max_pool2d_with_indices(x, *pool, _pair(h.dilation), h.ceil_mode)
+            g_z, dot = _scaled_norm_backward(grad, z, *bn_args)
+            return aten.max_pool2d_with_indices_backward(g_z, x, *pool, _pair(h.dilation), h.ceil_mode, indices), \
+                None, [], dot
+        z = h(x)
+        g_z, dot = _scaled_norm_backward(grad, z, *bn_args)
+        return aten.avg_pool2d_backward(g_z, x, *pool, h.ceil_mode, h.count_include_pad, h.divisor_override), \
+            None, [], dot
 
 
 @dataclass(frozen=True)
 class Reduce:
     """``FactorizedReduce`` (the skip connection of a reduction edge)."""
     op: FactorizedReduce
+
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return self.op.bn
+
+    def pre_norm(self, x: torch.Tensor, relu_x: torch.Tensor, params) -> torch.Tensor:
+        return factorized_halves(relu_x, *params)
+
+    def pre_norm_backward(self, grad, x, relu_x, params, needs, bn_args) -> tuple:
+        """(None, the ReLU'd input's gradient, the weights' gradients, sum of grad * normalized input)."""
+        z = factorized_halves(relu_x, *params)
+        g_z, dot = _scaled_norm_backward(grad, z, *bn_args)
+        g_r, *grads = factorized_halves_backward(g_z, relu_x, *params, (True, *needs))
+        return None, g_r, grads, dot
 
 
 _ENABLED = [True]
@@ -89,12 +122,11 @@ def plan(op: nn.Module) -> ConvChain | NormedHead | Reduce | None:
     if layers is not None and type(layers[0]) is nn.ReLU and len(layers) % 4 == 0:
         blocks = [layers[i:i + 4] for i in range(1, len(layers), 4)]
         blocks[-1] = blocks[-1] + [nn.ReLU()]
-        if all(type(dw) is DepthwiseConv2d and type(pw) is nn.Conv2d and pw.kernel_size == (1, 1)
-               and pw.stride == (1, 1) and pw.groups == 1 and pw.bias is None and _norm(bn)
+        if all(type(dw) is DepthwiseConv2d and type(pw) is PointwiseConv2d and pw.stride == (1, 1) and _norm(bn)
                and type(relu) is nn.ReLU for dw, pw, bn, relu in blocks):
             return ConvChain(*(tuple(b[i] for b in blocks) for i in range(3)))
-    if type(op) is nn.Sequential and len(op) == 2 and _plain_norm(op[1]) \
-            and not any(True for _ in op[0].parameters()):
+    if type(op) is nn.Sequential and len(op) == 2 and type(op[0]) in (nn.MaxPool2d, nn.AvgPool2d) \
+            and not getattr(op[0], "return_indices", False) and _plain_norm(op[1]):
         return NormedHead(op[0], op[1])
     if type(op) is FactorizedReduce and type(op.relu) is nn.ReLU and _plain_norm(op.bn):
         return Reduce(op)
@@ -174,23 +206,18 @@ class LeanEdge(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, steps, *params):
         relu_x = F.relu(x) if any(not isinstance(s, NormedHead) for _, s in steps) else None
-        out, kept, eps = None, [], []
-        p = 0
+        out, kept, eps, p = None, [], [], 0
         for k, step in steps:
+            n = _n_params(step)
             if isinstance(step, ConvChain):
-                n = 4 * len(step.depthwise)
                 y, chain_kept = _chain_forward(relu_x, step, params[p:p + n])
                 kept += chain_kept
                 eps += [bn.eps for bn in step.norms]
-                p += n
             else:
-                if isinstance(step, Reduce):
-                    p += 2
-                z = step.head(x) if isinstance(step, NormedHead) else factorized_halves(relu_x, *params[p - 2:p])
-                norm = step.norm if isinstance(step, NormedHead) else step.op.bn
-                y, mean, invstd = _normalize(z, norm)
-                kept += [None, mean, invstd]     # recomputed in backward
-                eps.append(norm.eps)
+                y, mean, invstd = _normalize(step.pre_norm(x, relu_x, params[p:p + n]), step.norm)
+                kept += [None, mean, invstd]     # the pre-BatchNorm tensor is recomputed in backward
+                eps.append(step.norm.eps)
+            p += n
             out = y * w[k] if out is None else out.addcmul_(y, w[k])
         ctx.steps, ctx.eps = steps, eps
         ctx.save_for_backward(x, w, *params, *kept)
@@ -206,47 +233,43 @@ class LeanEdge(torch.autograd.Function):
         eps = iter(ctx.eps)
         grad = _dense(grad, x)
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        grad_x, grad_r, grad_params = None, None, []
-        relu_x = F.relu(x) if any(needs) else None
-        p = 0
+        relu_x = F.relu(x) if any(not isinstance(s, NormedHead) for _, s in ctx.steps) else None
+        grad_x, grad_r, grad_params, p = None, None, [], 0
         for k, step in ctx.steps:
+            n = _n_params(step)
             if isinstance(step, ConvChain):
-                n = len(step.depthwise)
-                saved = [(next(kept), next(kept), next(kept)) for _ in range(n)]
-                g_r, g_params, dot = _chain_backward(grad, w[k], step, saved, [next(eps) for _ in range(n)], x,
-                                                     relu_x, params[p:p + 4 * n], needs[p:p + 4 * n])
-                if grad_w is not None:
-                    grad_w[k] = dot
-                p += 4 * n
-                grad_r = g_r if grad_r is None else grad_r.add_(g_r)
-                grad_params += g_params
+                saved = [(next(kept), next(kept), next(kept)) for _ in step.norms]
+                g_x, g_r, g_params, dot = None, *_chain_backward(
+                    grad, w[k], step, saved, [next(eps) for _ in step.norms], x, relu_x, params[p:p + n],
+                    needs[p:p + n])
             else:
                 _, mean, invstd = next(kept), next(kept), next(kept)
-                n = 2 if isinstance(step, Reduce) else 0
-                weights = [t.detach().requires_grad_(need) for t, need in zip(params[p:p + n], needs[p:p + n])]
-                with torch.enable_grad():
-                    if isinstance(step, NormedHead):
-                        source = x.detach().requires_grad_()
-                        h = step.head(source)
-                    else:
-                        source = (relu_x if relu_x is not None else F.relu(x)).detach().requires_grad_()
-                        h = factorized_halves(source, *weights)
-                g_h, dot, _ = _norm_backward(grad, h.detach(), mean, invstd, next(eps))
-                if grad_w is not None:
-                    grad_w[k] = dot.sum()
-                leaves = [source] + [t for t in weights if t.requires_grad]
-                grads = torch.autograd.grad(h, leaves, g_h.mul_(w[k]))
-                if isinstance(step, NormedHead):
-                    grad_x = grads[0] if grad_x is None else grad_x.add_(grads[0])
-                else:
-                    grad_r = grads[0] if grad_r is None else grad_r.add_(grads[0])
-                    it = iter(grads[1:])
-                    grad_params += [next(it) if need else None for need in needs[p:p + n]]
-                    p += n
+                g_x, g_r, g_params, dot = step.pre_norm_backward(grad, x, relu_x, params[p:p + n], needs[p:p + n],
+                                                                 (mean, invstd, next(eps), w[k]))
+            if grad_w is not None:
+                grad_w[k] = dot
+            grad_x = _accumulate(grad_x, g_x)
+            grad_r = _accumulate(grad_r, g_r)
+            grad_params += g_params
+            p += n
         if grad_r is not None:
-            g = aten.threshold_backward(grad_r, x, 0)
-            grad_x = g if grad_x is None else grad_x.add_(g)
+            grad_x = _accumulate(grad_x, aten.threshold_backward(grad_r, x, 0))
         return grad_x, grad_w, None, *grad_params
+
+
+def _n_params(step) -> int:
+    return 4 * len(step.depthwise) if isinstance(step, ConvChain) else 2 if isinstance(step, Reduce) else 0
+
+
+def _accumulate(total: torch.Tensor | None, part: torch.Tensor | None) -> torch.Tensor | None:
+    return part if total is None else total if part is None else total.add_(part)
+
+
+def _scaled_norm_backward(grad, z, mean, invstd, eps, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient of z, sum of grad * normalized z) of a non-affine training-mode BatchNorm whose output is
+    scaled by `scale` (a mixed op's coefficient) before `grad` reaches it."""
+    g_z, dot, _ = _norm_backward(grad, z, mean, invstd, eps)
+    return g_z.mul_(scale), dot.sum()
 
 
 def _conv(dw: DepthwiseConv2d) -> tuple[int, int, int]:
@@ -261,7 +284,7 @@ def _chain_forward(u: torch.Tensor, step: ConvChain, params) -> tuple[torch.Tens
         dw_weight, pw_weight, weight, bias = params[4 * i:4 * i + 4]
         if i:
             u = y.relu_()
-        z = F.conv2d(depthwise_conv(u, dw_weight, *_conv(dw)), pw_weight)
+        z = pointwise_conv(depthwise_conv(u, dw_weight, *_conv(dw)), pw_weight)
         y, mean, invstd = _normalize(z, step.norms[i], weight, bias)
         kept += [z, mean, invstd]
     return y, kept
@@ -293,17 +316,15 @@ def _chain_backward(grad, scale, step: ConvChain, saved, eps, x, relu_x, params,
         else:
             z_in, u = x, relu_x
         conv = _conv(step.depthwise[i])
-        if need_pw:
-            g_d, g_pw, _ = aten.convolution_backward(g_z, depthwise_conv(u, dw_weight, *conv), pw_weight, None,
-                                                     [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, False])
-        else:
-            g_d, g_pw = F.conv2d(g_z, pw_weight.transpose(0, 1)), None
+        g_pw = pointwise_weight_grad(g_z, depthwise_conv(u, dw_weight, *conv)) if need_pw else None
+        g_d = pointwise_conv(g_z, pw_weight.transpose(0, 1))
         # Without a weight gradient only the input's shape is read: z_in stands in for u.
         g_u, g_dw = depthwise_conv_backward(g_d, u if need_dw else z_in, dw_weight, *conv, (True, need_dw))
         grads[:0] = [g_dw, g_pw, *norm_grads]
         if not i:
             return g_u, grads, dot
-        g_y = aten.threshold_backward(g_u, u, 0) if u is not None else torch.where(z_in > _channel(m_in), g_u, 0.0)
+        # Without u, its ReLU's mask: a non-affine BatchNorm's output is positive where z_in exceeds the mean.
+        g_y = aten.threshold_backward(g_u, u if u is not None else z_in - _channel(m_in), 0)
         g_z, g_weight, g_bias = _norm_backward(g_y, z_in, m_in, s_in, eps[i - 1], weight_in)
 
 

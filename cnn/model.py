@@ -31,7 +31,8 @@ from errors import UserError
 from genotypes import (Architecture, CellGenes, format_genotype, genotype_path, parse_genotype, read_genotype_file,
                        to_architecture)
 import lean_ops
-from operations import DEFAULT_MID_CHANNELS, FactorizedReduce, ReLUConvBN, ReLUFirst, build_op, concat_channels, takes_relu
+from operations import (DEFAULT_MID_CHANNELS, FactorizedReduce, PointwiseConv2d, ReLUConvBN, ReLUFirst, build_op,
+                        concat_channels, takes_relu)
 
 
 class ModelError(UserError, ValueError):
@@ -140,7 +141,7 @@ class AuxiliaryHead(nn.Module):
         layers = [
             nn.ReLU(inplace=True),
             nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
-            nn.Conv2d(C, 128, 1, bias=False),
+            PointwiseConv2d(C, 128),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),

@@ -50,7 +50,7 @@ import torch.nn as nn
 
 from errors import UserError
 from model_search import WEIGHTINGS, op_coefficients, op_probabilities
-from operations import SepConv
+from operations import PointwiseConv2d, SepConv
 from paths import GENOTYPES_DIR
 from supernet import Supernet
 from textfiles import read_text, write_text_atomic
@@ -250,7 +250,7 @@ class ResizablePool(nn.Module):
         super().__init__()
         pool = nn.MaxPool2d(3, stride=stride, padding=1)
         self.op = pool if C_in == C_out else nn.Sequential(
-            pool, nn.Conv2d(C_in, C_out, 1, bias=False), nn.BatchNorm2d(C_out, eps=1e-3))
+            pool, PointwiseConv2d(C_in, C_out), nn.BatchNorm2d(C_out, eps=1e-3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)

@@ -95,7 +95,32 @@ class PointwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != (1, 1):
             x = x[:, :, ::self.stride[0], ::self.stride[1]]
-        return F.conv2d(x, self.weight)
+        return pointwise_conv(x, self.weight)
+
+
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A bias-free stride-1 1x1 convolution as one matrix product in x's memory layout.
+
+    Why: on a CPU it is 1.3-2x faster than oneDNN's 1x1 kernels, forward and backward, at the sizes of a
+    search or a training network (bench: tests/test_lean_ops.py checks the math), and autograd
+    differentiates it like any product (twice too, for the exact hypergradient).
+    """
+    N, C, H, W = x.shape
+    w = weight.reshape(weight.shape[0], C)
+    if x.stride(1) == 1:     # channels innermost (channels_last): the pixels are rows of an (N*H*W, C) matrix
+        return (x.permute(0, 2, 3, 1).reshape(-1, C) @ w.t()).view(N, H, W, -1).permute(0, 3, 1, 2)
+    return torch.bmm(w.expand(N, -1, -1), x.reshape(N, C, H * W)).view(N, -1, H, W)
+
+
+def pointwise_weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The weight gradient of ``pointwise_conv(x, weight)`` for the output gradient `grad`."""
+    N, C, H, W = x.shape
+    if x.stride(1) == 1:
+        rows = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
+        g = rows.t() @ x.permute(0, 2, 3, 1).reshape(-1, C)
+    else:
+        g = torch.bmm(grad.reshape(N, -1, H * W), x.reshape(N, C, H * W).transpose(1, 2)).sum(0)
+    return g.view(-1, C, 1, 1)
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -278,7 +303,24 @@ def factorized_halves(x: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.T
     shifted = x
     if x.shape[-1] % 2 or x.shape[-2] % 2:
         shifted = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
-    return torch.cat([F.conv2d(x[:, :, ::2, ::2], weight_1), F.conv2d(shifted[:, :, 1::2, 1::2], weight_2)], dim=1)
+    return torch.cat([pointwise_conv(x[:, :, ::2, ::2], weight_1), pointwise_conv(shifted[:, :, 1::2, 1::2], weight_2)],
+                     dim=1)
+
+
+def factorized_halves_backward(grad: torch.Tensor, x: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.Tensor,
+                               need: tuple[bool, bool, bool]) -> list[torch.Tensor | None]:
+    """The gradients of ``factorized_halves`` for x, weight_1 and weight_2, each only if `need` says so."""
+    half, (H, W) = weight_1.shape[0], x.shape[-2:]
+    shifted = F.pad(x, (0, W % 2, 0, H % 2)) if H % 2 or W % 2 else x
+    g_1, g_2 = grad[:, :half], grad[:, half:]
+    g_x = None
+    if need[0]:
+        g_x = torch.zeros_like(shifted)
+        g_x[:, :, ::2, ::2] = pointwise_conv(g_1, weight_1.transpose(0, 1))
+        g_x[:, :, 1::2, 1::2] = pointwise_conv(g_2, weight_2.transpose(0, 1))
+        g_x = g_x[:, :, :H, :W]
+    return [g_x, pointwise_weight_grad(g_1, x[:, :, ::2, ::2]) if need[1] else None,
+            pointwise_weight_grad(g_2, shifted[:, :, 1::2, 1::2]) if need[2] else None]
 
 
 class ReLUConvBN(ReLUOp):
@@ -303,7 +345,7 @@ class DilConv(ReLUOp):
         self.op = ReLUFirst(
             nn.ReLU(inplace=False),
             DepthwiseConv2d(C_in, kernel_size, stride, padding, dilation),
-            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            PointwiseConv2d(C_in, C_out),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
@@ -322,11 +364,11 @@ class SepConv(ReLUOp):
         self.op = ReLUFirst(
             nn.ReLU(inplace=False),
             DepthwiseConv2d(C_in, kernel_size, stride, padding, dilation),
-            nn.Conv2d(C_in, C_mid, 1, padding=0, bias=False),
+            PointwiseConv2d(C_in, C_mid),
             nn.BatchNorm2d(C_mid, affine=affine),
             nn.ReLU(inplace=False),
             DepthwiseConv2d(C_mid, kernel_size, 1, (kernel_size - 1) // 2),
-            nn.Conv2d(C_mid, C_out, 1, padding=0, bias=False),
+            PointwiseConv2d(C_mid, C_out),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
@@ -351,14 +393,14 @@ class ResConv(ReLUOp):
         super().__init__()
         self.op = ReLUFirst(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, 1, padding=0, bias=False),
+            PointwiseConv2d(C, C),
             nn.BatchNorm2d(C, affine=affine),
             nn.Conv2d(C, C, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
             nn.BatchNorm2d(C, affine=affine),
-            nn.Conv2d(C, C_wide, 1, padding=0, bias=False),
+            PointwiseConv2d(C, C_wide),
             nn.BatchNorm2d(C_wide, affine=affine),
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_wide, C, 1, padding=0, bias=False),
+            PointwiseConv2d(C_wide, C),
             nn.BatchNorm2d(C, affine=affine),
         )
 

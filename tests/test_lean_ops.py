@@ -42,16 +42,17 @@ def _plain_sum(op: MixedOp, x, w):
     return sum(w[k] * op._ops[k](x) for k in op._active)
 
 
-@pytest.mark.parametrize("family, stride, fmt, frozen", itertools.product(FAMILIES, (1, 2), FORMATS, (False, True)))
-def test_a_lean_edge_equals_its_plain_modules(family, stride, fmt, frozen):
+@pytest.mark.parametrize("family, stride, fmt, frozen, side",
+                         itertools.product(FAMILIES, (1, 2), FORMATS, (False, True), (6, 7)))
+def test_a_lean_edge_equals_its_plain_modules(family, stride, fmt, frozen, side):
     """Output, gradients (input, architecture weights, network weights unless frozen as in the
-    architecture step) and BatchNorm statistics, in float64."""
+    architecture step) and BatchNorm statistics, in float64; odd sides pad a reduction."""
     torch.manual_seed(0)
     lean = MixedOp(8, stride, PRIMITIVE_SETS[FAMILIES[family]], family, 32).double().to(memory_format=FORMATS[fmt])
     plain = copy.deepcopy(lean)
     for p in itertools.chain(lean.parameters(), plain.parameters()):
         p.requires_grad_(not frozen)
-    x = torch.randn(3, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=FORMATS[fmt]).requires_grad_()
+    x = torch.randn(3, 8, side, side, dtype=torch.float64).contiguous(memory_format=FORMATS[fmt]).requires_grad_()
     alphas = torch.randn(len(lean._ops), dtype=torch.float64, requires_grad=True)
     out = lean(x, F.softmax(alphas, 0))
     reference = _plain_sum(plain, x, F.softmax(alphas, 0))

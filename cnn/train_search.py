@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the supernet: the first iteration compiles it (first order: two graphs, "
                         "architecture and network step; --unrolled: four), about ten minutes on a CPU "
                         "core even for a tiny supernet; meant for long runs on a GPU (not measured there yet); "
-                        "tested with DARTS first and second order")
+                        "tested with DARTS first and second order; refused for GDAS (one graph per draw)")
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
@@ -231,7 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.arch_betas = list(args.arch_betas)
     STRATEGIES.check_flags(args.method, args)
     OPTIONS.check_option_flags(args)
-    make_strategy(args)
+    strategy, _ = make_strategy(args)
+    if args.compile and strategy.compile_refusal:
+        raise SearchError(strategy.compile_refusal)
     return args
 
 

@@ -10,7 +10,7 @@ import lean_ops
 import run_dir
 import train_search
 from genotypes import PRIMITIVE_SETS, load_architecture
-from model_search import make_spec
+from model_search import SearchError, make_spec
 from scripts import assert_train_py_trains
 from strategies.gdas import GdasNetwork, gumbel_sample
 
@@ -108,3 +108,11 @@ def test_a_gdas_search_on_digits_logs_its_temperature_and_writes_a_genotype_that
     path = tmp_path / "genotypes" / "gdas_digits.txt"
     assert load_architecture(str(path)).shared
     assert_train_py_trains(path, tmp_path / "logs")
+
+
+def test_compile_is_refused_in_one_sentence():
+    """A host-side draw per forward would make torch.compile trace a graph per draw (measured: a new graph
+    every iteration until dynamo's recompile limit, then eager with a warning)."""
+    with pytest.raises(SearchError, match="without --compile"):
+        train_search.parse_args(["--method", "gdas", "--compile"])
+    assert train_search.parse_args(["--method", "gdas"]).compile is False

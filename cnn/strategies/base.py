@@ -97,6 +97,7 @@ class CellStrategy(Strategy):
     DEFAULTS: ClassVar[dict] = DARTS_DEFAULTS
     network_class: ClassVar[type[SearchNetwork]] = SearchNetwork
     supports_multi_channel: ClassVar[bool] = False
+    compile_refusal: ClassVar[str | None] = None    # why --compile cannot serve this method, if it cannot
     baseline: Baseline | None = None        # DARTOpti's hand-made start: its depth, genes and reductions win
     config: CellSearchConfig
 

@@ -77,6 +77,8 @@ class Gdas(CellStrategy):
     name = "gdas"
     config_type = GdasConfig
     network_class = GdasNetwork
+    compile_refusal = ("GDAS picks one op per edge on the host at every forward, so torch.compile would trace "
+                       "a new graph for every draw: run it without --compile")
     DEFAULTS = {**DARTS_DEFAULTS, "batch_size": 256, "epochs": 250, "tau_max": 10.0, "tau_min": 0.1}
     SOURCE = ("D-X-Y/AutoDL-Projects configs/search-opts/GDAS-NASNet-CIFAR.config and scripts (GDAS.sh): batch 256, "
               "lr 0.025 cosine to 0.001, 250 epochs, Adam 3e-4 wd 1e-3, tau 10 to 0.1 (GDAS paper, Sec. 3.2)")

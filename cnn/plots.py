@@ -98,15 +98,17 @@ def accuracy_against_size(points: list[GenotypePoint], path: Path) -> Path:
             ax.errorbar(x, point.mean, yerr=point.std or 0.0, fmt=MARKERS[point.origin], color=colours[point.name],
                         markersize=8, capsize=4)
             ax.annotate(point.name, (x, point.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.margins(x=0.15)     # room for the name beside the rightmost point
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("final test top-1 (%), mean ± std")
     handles = [plt.Line2D([], [], linestyle="", marker=MARKERS[k], color="gray", label=f"{k} genotype")
                for k in MARKERS if any(p.origin == k for p in points)]
-    axes[1].legend(handles=handles, fontsize="small", loc="lower right")
+    # below the panels: inside them it covered the points of a study whose genotypes sit low and right
+    fig.legend(handles=handles, fontsize="small", loc="lower center", ncol=max(len(handles), 1), frameon=False)
     fig.suptitle("accuracy against size, one point per genotype")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, path)
 
 

@@ -13,7 +13,7 @@ from architect import Architect, ArchConfig
 from genotypes import PRIMITIVE_SETS
 from model import ModelSpec
 from model_search import MixedOp, SearchNetwork, make_spec
-from operations import FactorizedReduce, SepConv, depthwise_conv
+from operations import FactorizedReduce, SepConv, depthwise_conv, pointwise_conv, pointwise_weight_grad
 from runtime import Precision
 from test_search import _second_order_setup
 
@@ -36,6 +36,24 @@ def test_depthwise_conv_equals_torchs_convolution(fmt, kernel, dilation, stride,
     assert torch.allclose(ours, plain, rtol=1e-12, atol=1e-12)
     for a, b in zip(torch.autograd.grad(ours, (x, w), g), torch.autograd.grad(plain, (x, w), g)):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fmt, batch, strided", itertools.product(FORMATS, (0, 3), (False, True)))
+def test_pointwise_conv_equals_torchs_convolution(fmt, batch, strided):
+    """Output (in the input's layout), input and weight gradients of the matrix-product 1x1 convolution,
+    on dense and subsampled inputs and an empty batch, in float64."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 5, 8, 6, dtype=torch.float64).contiguous(memory_format=FORMATS[fmt]).requires_grad_()
+    source = x[:, :, ::2, ::2] if strided else x
+    w = torch.randn(7, 5, 1, 1, dtype=torch.float64, requires_grad=True)
+    ours, plain = pointwise_conv(source, w), F.conv2d(source, w)
+    assert ours.shape == plain.shape and torch.allclose(ours, plain, rtol=1e-12, atol=1e-12)
+    assert strided or ours.is_contiguous(memory_format=FORMATS[fmt])
+    g = torch.randn_like(plain)
+    want = torch.autograd.grad(plain, (x, w), g)
+    for a, b in zip(torch.autograd.grad(ours, (x, w), g), want):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(pointwise_weight_grad(g, source.detach()), want[1], rtol=1e-12, atol=1e-12)
 
 
 def _plain_sum(op: MixedOp, x, w):

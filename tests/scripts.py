@@ -14,11 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_ENV = {"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONIOENCODING": "utf-8"}
 _server: subprocess.Popen | None = None
+_server_lock = threading.Lock()     # one request at a time: the server answers in order, one line each
 
 
 def _script_server() -> subprocess.Popen:
@@ -41,12 +43,13 @@ def run_script(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | 
     command = [sys.executable, script, *map(str, args)]
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-        server = _script_server()
-        server.stdin.write(json.dumps({"script": str(REPO / script), "args": command[2:], "cwd": str(cwd),
-                                       "env": full_env, "stdout": str(out), "stderr": str(err),
-                                       "timeout": timeout}) + "\n")
-        server.stdin.flush()
-        reply = server.stdout.readline()
+        with _server_lock:
+            server = _script_server()
+            server.stdin.write(json.dumps({"script": str(REPO / script), "args": command[2:], "cwd": str(cwd),
+                                           "env": full_env, "stdout": str(out), "stderr": str(err),
+                                           "timeout": timeout}) + "\n")
+            server.stdin.flush()
+            reply = server.stdout.readline()
         if not reply:
             raise RuntimeError(f"tests/script_server.py stopped (exit status {server.wait()}) while running {script}")
         returncode = json.loads(reply)["returncode"]

@@ -34,32 +34,56 @@ def _script_server() -> subprocess.Popen:
     return _server
 
 
-def run_script(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python <script> args` (a path relative to the repository, e.g. cnn/train.py), on one thread;
-    run folders go where DARTS_LOGS_DIR points (the tests' `logs` fixtures set it)."""
+def _serve(script: str, args: tuple, cwd: Path, env: dict[str, str] | None, timeout: float,
+           ranks: int = 1) -> list[tuple[int | str, str, str]]:
+    """(status, stdout, stderr) of each rank of one request to the script server."""
     full_env = {**os.environ, **BASE_ENV, **(env or {})}
     full_env.pop("PYTHONPATH", None)
-    command = [sys.executable, script, *map(str, args)]
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
         with _server_lock:
             server = _script_server()
-            server.stdin.write(json.dumps({"script": str(REPO / script), "args": command[2:], "cwd": str(cwd),
+            server.stdin.write(json.dumps({"script": str(REPO / script), "args": list(map(str, args)), "cwd": str(cwd),
                                            "env": full_env, "stdout": str(out), "stderr": str(err),
-                                           "timeout": timeout}) + "\n")
+                                           "timeout": timeout, "ranks": ranks}) + "\n")
             server.stdin.flush()
             reply = server.stdout.readline()
         if not reply:
             raise RuntimeError(f"tests/script_server.py stopped (exit status {server.wait()}) while running {script}")
-        returncode = json.loads(reply)["returncode"]
-        stdout, stderr = (f.read_text(encoding="utf-8", errors="replace") if f.exists() else "" for f in (out, err))
+        suffixes = [""] if ranks == 1 else [f".{r}" for r in range(ranks)]
+        return [(status, *(_text(Path(f"{stream}{suffix}")) for stream in (out, err)))
+                for status, suffix in zip(json.loads(reply)["returncodes"], suffixes, strict=True)]
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def run_script(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python <script> args` (a path relative to the repository, e.g. cnn/train.py), on one thread;
+    run folders go where DARTS_LOGS_DIR points (the tests' `logs` fixtures set it)."""
+    command = [sys.executable, script, *map(str, args)]
+    [(returncode, stdout, stderr)] = _serve(script, args, cwd, env, timeout)
     if returncode == "timeout":
         raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
     if returncode < 0:
         name = signal.Signals(-returncode).name
         raise AssertionError(f"{script} died of {name}\n--- stderr ---\n{stderr[-4000:]}")
     return subprocess.CompletedProcess(command, returncode, stdout, stderr)
+
+
+def run_ranks_ok(script: str, *args: str, nproc: int = 2, env: dict[str, str] | None = None,
+                 timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """`torchrun --standalone --nproc_per_node=<nproc> <script> args` without torchrun's processes: the
+    ranks are forked from the script server with the environment torchrun gives its workers, so none
+    pays the ~9 s import of torch. Every rank must exit 0; each rank's run, in rank order."""
+    command = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", script, *map(str, args)]
+    ranks = _serve(script, args, REPO, env, timeout, nproc)
+    failed = [f"rank {r} exited {status}\n--- stderr ---\n{stderr[-3000:]}"
+              for r, (status, _, stderr) in enumerate(ranks) if status != 0]
+    assert not failed, f"{script} under {nproc} ranks\n" + "\n".join(failed)
+    return [subprocess.CompletedProcess(command, 0, stdout, stderr) for _, stdout, stderr in ranks]
 
 
 def run_ok(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,

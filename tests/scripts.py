@@ -73,17 +73,25 @@ def run_script(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | 
     return subprocess.CompletedProcess(command, returncode, stdout, stderr)
 
 
-def run_ranks_ok(script: str, *args: str, nproc: int = 2, env: dict[str, str] | None = None,
-                 timeout: float = 300) -> list[subprocess.CompletedProcess]:
+def run_ranks(script: str, *args: str, nproc: int = 2, env: dict[str, str] | None = None,
+              timeout: float = 300) -> list[subprocess.CompletedProcess]:
     """`torchrun --standalone --nproc_per_node=<nproc> <script> args` without torchrun's processes: the
     ranks are forked from the script server with the environment torchrun gives its workers, so none
-    pays the ~9 s import of torch. Every rank must exit 0; each rank's run, in rank order."""
+    pays the ~9 s import of torch. Each rank's run, in rank order; when one fails, the others are
+    killed (status -9), as torchrun does."""
     command = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", script, *map(str, args)]
-    ranks = _serve(script, args, REPO, env, timeout, nproc)
-    failed = [f"rank {r} exited {status}\n--- stderr ---\n{stderr[-3000:]}"
-              for r, (status, _, stderr) in enumerate(ranks) if status != 0]
+    return [subprocess.CompletedProcess(command, status, stdout, stderr)
+            for status, stdout, stderr in _serve(script, args, REPO, env, timeout, nproc)]
+
+
+def run_ranks_ok(script: str, *args: str, nproc: int = 2, env: dict[str, str] | None = None,
+                 timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """`run_ranks` whose every rank must exit 0; a failure shows the end of each failed rank's stderr."""
+    ranks = run_ranks(script, *args, nproc=nproc, env=env, timeout=timeout)
+    failed = [f"rank {r} exited {done.returncode}\n--- stderr ---\n{done.stderr[-3000:]}"
+              for r, done in enumerate(ranks) if done.returncode != 0]
     assert not failed, f"{script} under {nproc} ranks\n" + "\n".join(failed)
-    return [subprocess.CompletedProcess(command, 0, stdout, stderr) for _, stdout, stderr in ranks]
+    return ranks
 
 
 def run_ok(script: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,

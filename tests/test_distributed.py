@@ -1,7 +1,7 @@
 """torchrun: sharded sample orders, global BatchNorm, and real 2-process gloo runs on the CPU.
 
 The runs fork their ranks from the script server with torchrun's environment (scripts.run_ranks_ok);
-torchrun itself starts the ranks of the refused batch here and of tests/test_dist_timeout.py."""
+torchrun itself starts the ranks of the refused batch."""
 import os
 import shutil
 import subprocess

@@ -154,7 +154,7 @@ def digits_checkpoint(tmp_path_factory):
     """A tiny DARTS_V2 trained on digits, by train.py run from inside cnn/ as DARTS users do."""
     root = tmp_path_factory.mktemp("ckpt")
     scripts.run_ok("cnn/train.py", "--arch", "DARTS_V2", "--dataset", "digits", *TINY, "--batch_size", "256",
-                   cwd=REPO / "cnn", env={"DARTS_LOGS_DIR": str(root)})
+                   *FEW_TRAINING_IMAGES, cwd=REPO / "cnn", env={"DARTS_LOGS_DIR": str(root)})
     return next(root.glob("eval/*/model_best.pt"))
 
 

@@ -19,12 +19,12 @@ from scripts import REPO, assert_one_sentence_error, run_ranks_ok, run_script
 from tiny_datasets import make_text_corpus
 
 TINY = ["--emsize", "8", "--nhid", "8", "--nhidlast", "8", "--batch_size", "8", "--bptt", "10",
-        "--max_seq_len_delta", "5", "--eval_batch_size", "2", "--log_interval", "20"]
+        "--max_seq_len_delta", "5", "--eval_batch_size", "2", "--log_interval", "4"]
 
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    return make_text_corpus(tmp_path_factory.mktemp("corpus") / "tiny", n_train=120, n_valid=20, n_test=20)
+    return make_text_corpus(tmp_path_factory.mktemp("corpus") / "tiny", n_train=40, n_valid=20, n_test=20)
 
 
 def train(logs: Path, *args: str, script: str = "rnn/train.py", cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -55,7 +55,7 @@ def test_train_writes_a_run_and_evaluate_model_reproduces_its_test_perplexity(tm
     assert 1 < results["test_ppl"] < 10 * results["unigram_test_ppl"]
     log = (run / "log.txt").read_text()
     assert "| end of epoch   2 |" in log and "valid ppl" in log and "test ppl" in log and "unigram test perplexity" in log
-    assert "| epoch   1 |    20/" in log                                   # --log_interval lines
+    assert "| epoch   1 |     4/" in log                                   # --log_interval lines
     best = load_checkpoint(run / "model_best.pt")
     assert best["kind"] == "lm_model" and best["vocabulary"][0] == "<eos>" and best["spec"]["arch_name"] == "ENAS"
     assert list(best["model"])[:2] == ["encoder.weight", "rnns.0._W0"]

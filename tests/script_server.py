@@ -9,6 +9,11 @@ from /dev/null, and stdout and stderr into files. The child ends as Python does 
 SystemExit, 1 and a traceback for an uncaught exception, atexit handlers run); a native crash kills
 the child alone. The reply (one JSON line on stdout) holds its status: negative for a signal, as
 subprocess reports it, or "timeout" after SIGKILL.
+
+A request with "ranks": N > 1 starts N children at once, as `torchrun --standalone --nproc_per_node=N`
+starts its workers: each with the environment torchrun gives (RANK, LOCAL_RANK, WORLD_SIZE, ...,
+MASTER_ADDR and a free MASTER_PORT) and streams of its own (the request's paths, with ".<rank>"
+appended); when one of them fails, the others are killed, as torchrun does. The reply holds every rank's status.
 """
 import atexit
 import gc
@@ -16,6 +21,7 @@ import json
 import os
 import runpy
 import signal
+import socket
 import sys
 import threading
 import time
@@ -89,17 +95,53 @@ def _child(request: dict) -> int:
     return status
 
 
-def _wait(pid: int, timeout: float) -> int | str:
+def _wait(pids: list[int], timeout: float) -> list[int | str]:
+    """Every child's status; after a failure or the timeout, the ones still running are killed."""
     deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "timeout"
+    statuses: dict[int, int | str] = {}
+    while len(statuses) < len(pids):
+        for pid in pids:
+            if pid not in statuses:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    statuses[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        failed = any(status != 0 for status in statuses.values())
+        if len(statuses) < len(pids) and (failed or time.monotonic() > deadline):
+            for pid in pids:
+                if pid not in statuses:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    statuses[pid] = -signal.SIGKILL if failed else "timeout"
         time.sleep(0.02)
+    return [statuses[pid] for pid in pids]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rank_requests(request: dict) -> list[dict]:
+    """One request per rank: torchrun's environment and streams of its own (a single run: the request)."""
+    ranks = request.get("ranks", 1)
+    if ranks == 1:
+        return [request]
+    shared = {"WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(ranks), "GROUP_RANK": "0",
+              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    return [{**request, "env": {**request["env"], **shared, "RANK": str(r), "LOCAL_RANK": str(r)},
+             "stdout": f"{request['stdout']}.{r}", "stderr": f"{request['stderr']}.{r}"} for r in range(ranks)]
+
+
+def _fork(request: dict) -> int:
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = _child(request)
+        finally:
+            os._exit(status)
+    return pid
 
 
 def main() -> None:
@@ -108,14 +150,8 @@ def main() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         replies.flush()
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                status = _child(request)
-            finally:
-                os._exit(status)
-        replies.write(json.dumps({"returncode": _wait(pid, request["timeout"])}) + "\n")
+        pids = [_fork(rank) for rank in _rank_requests(request)]
+        replies.write(json.dumps({"returncodes": _wait(pids, request["timeout"])}) + "\n")
         replies.flush()
 
 

@@ -1,4 +1,7 @@
-"""torchrun: sharded sample orders, global BatchNorm, and real 2-process gloo runs on the CPU."""
+"""torchrun: sharded sample orders, global BatchNorm, and real 2-process gloo runs on the CPU.
+
+The runs fork their ranks from the script server with torchrun's environment (scripts.run_ranks_ok);
+torchrun itself starts the ranks of the refused batch."""
 import os
 import shutil
 import subprocess
@@ -12,21 +15,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from distributed import Dist, DistributedError
 from sampling import EvalShard, ShardedOrder
-from scripts import run_ok
+from scripts import run_ok, run_ranks_ok
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "distributed_worker.py"
+WORKER = "tests/distributed_worker.py"
 TORCHRUN = shutil.which("torchrun")
-
-
-def _torchrun(args: list[str], env: dict, nproc: int = 2) -> subprocess.CompletedProcess:
-    if TORCHRUN is None:
-        pytest.fail("torchrun is not on PATH; it comes with torch")
-    command = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", *args]
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
 
 
 def test_the_shards_of_a_step_are_the_global_batch_of_one_process():
@@ -68,7 +61,7 @@ def test_the_global_batch_must_split_over_the_ranks():
 
 
 def test_global_batchnorm_computes_the_full_batch_exactly(tmp_path):
-    _torchrun([str(WORKER), "batchnorm", str(tmp_path)], {})
+    run_ranks_ok(WORKER, "batchnorm", tmp_path)
     torch.manual_seed(0)
     x = torch.randn(8, 3, 5, 5, dtype=torch.float64) * 3 + 1
     w = torch.randn(8, 3, 5, 5, dtype=torch.float64)
@@ -116,12 +109,12 @@ TRAIN = ("cnn/train.py --arch DARTS_V2 --dataset digits --init_channels 4 --laye
 def test_torchrun_training_follows_a_single_process_step_by_step(tmp_path):
     env = {"DARTS_LOGS_DIR": str(tmp_path / "logs")}
     # both stop after two steps, are compared, and are resumed (under torchrun for the distributed one)
-    _torchrun([*TRAIN.split(), "--save", "ddp", "--stop_epoch", "2"], env)
+    run_ranks_ok(*TRAIN.split(), "--save", "ddp", "--stop_epoch", "2", env=env, timeout=600)
     run_ok(*TRAIN.split(), "--save", "single", "--stop_epoch", "2", env=env, timeout=600)
     runs = {p.name.split("-")[0]: p for p in (tmp_path / "logs" / "eval").iterdir()}
     assert sorted(runs) == ["ddp", "single"]      # rank 1 wrote no run folder of its own
     _assert_same_weights(_weights(runs["ddp"]), _weights(runs["single"]))
-    _torchrun(["cnn/train.py", "--resume", str(runs["ddp"])], env)
+    run_ranks_ok("cnn/train.py", "--resume", runs["ddp"], env=env, timeout=600)
     run_ok("cnn/train.py", "--resume", str(runs["single"]), env=env, timeout=600)
     assert "2 processes, 32 images each per step, global BatchNorm" in (runs["ddp"] / "log.txt").read_text()
     ddp, single = _scalars(runs["ddp"]), _scalars(runs["single"])
@@ -139,8 +132,8 @@ SEARCH = ("--dataset digits --layers 3 --steps 2 --multiplier 2 --init_channels 
 def _search(tmp_path: Path, name: str, flags: str, nproc: int) -> list[torch.Tensor]:
     out = tmp_path / name
     out.mkdir()
-    _torchrun([str(WORKER), "search", str(out), "--", *flags.split()],
-              {"DARTS_LOGS_DIR": str(out / "logs"), "DARTS_TEST_GENOTYPES": str(out / "genotypes")}, nproc=nproc)
+    run_ranks_ok(WORKER, "search", out, "--", *flags.split(), nproc=nproc, timeout=600,
+                 env={"DARTS_LOGS_DIR": str(out / "logs"), "DARTS_TEST_GENOTYPES": str(out / "genotypes")})
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(nproc)]
     for other in ranks[1:]:
         for a, b in zip(ranks[0], other, strict=True):

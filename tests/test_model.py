@@ -211,7 +211,8 @@ def test_ddarts_checkpoint_keys_map_onto_ours():
         ddarts[key] = value
     fresh = cifar("D-DARTS_threshold_edge_cifar10_0.85_50", C=8, layers=8)
     load_weights(fresh, ddarts_state_dict(ddarts, fresh), "ddarts.pt")
-    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+    loaded = fresh.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
 
 
 def test_model_spec_defaults_follow_the_stem_and_genotype():

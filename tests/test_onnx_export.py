@@ -1,9 +1,6 @@
 """ONNX export: every genotype form and the multi-channel paths, checked against onnxruntime."""
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,7 @@ import export_model
 from checkpoint import load_checkpoint
 from data import build_datasets
 from onnx_export import RTOL, ExportError, export_onnx
-from scripts import REPO, assert_one_sentence_error, run_script
+from scripts import assert_one_sentence_error, run_script
 
 TINY_TRAIN = ["--init_channels", "4", "--layers", "3", "--batch_size", "256", "--workers", "0", "--epochs", "1"]
 # Three D-DARTS cells (one gene per layer, reductions at 1 and 2); node 4 of the first cell reads
@@ -126,12 +123,8 @@ def test_a_file_that_does_not_reproduce_the_network_is_not_kept(tmp_path):
 
 
 def test_missing_onnxruntime_is_one_sentence_naming_it(tmp_path):
-    """onnxruntime made unimportable the way Python reports an absent package."""
-    code = ("import runpy, sys; sys.modules['onnxruntime'] = None; sys.argv[0] = 'cnn/export_model.py'; "
-            "runpy.run_path('cnn/export_model.py', run_name='__main__')")
-    done = subprocess.run([sys.executable, "-c", code, "--onnx", str(tmp_path / "x.onnx"), "--arch", "DARTS_V2"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "cnn")})
+    done = run_script("tests/patched_script.py", "--hide_package", "onnxruntime", "--",
+                      "cnn/export_model.py", "--onnx", tmp_path / "x.onnx", "--arch", "DARTS_V2")
     assert_one_sentence_error(done, "needs the package onnxruntime", "pip install onnxruntime")
     assert not (tmp_path / "x.onnx").exists()
 

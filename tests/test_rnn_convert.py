@@ -1,6 +1,4 @@
 """DARTS's published whole-module checkpoint (PyTorch 0.3 legacy format) converted without running it."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,14 +8,13 @@ from checkpoint import CheckpointError
 from genotypes import load_recurrent_genotype
 from legacy_pickle import find_attribute, module_tensors, read_legacy_module
 from recurrent_model import Dropouts, LanguageModelSpec
-from scripts import REPO, assert_one_sentence_error, run_script
+from scripts import assert_one_sentence_error, run_script
 
 
 def write_legacy(folder: Path, *extra: str) -> Path:
-    """tests/legacy_darts_writer.py in a subprocess: it stands in modules named model, utils and genotypes."""
+    """tests/legacy_darts_writer.py in a child process: it stands in modules named model, utils and genotypes."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "legacy_darts_writer.py"), str(folder), *extra],
-                          capture_output=True, text=True, timeout=120)
+    done = run_script("tests/legacy_darts_writer.py", str(folder), *extra, timeout=120)
     assert done.returncode == 0, done.stderr
     return folder / "ptb_model.pt"
 

@@ -135,7 +135,7 @@ def test_the_virtual_step_clips_the_training_gradient_as_darts_recurrent_search(
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    return make_text_corpus(tmp_path_factory.mktemp("corpus") / "tiny", n_train=24, n_valid=10, n_test=10)
+    return make_text_corpus(tmp_path_factory.mktemp("corpus") / "tiny", n_train=8, n_valid=10, n_test=10)
 
 
 def search(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

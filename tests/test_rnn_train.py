@@ -2,7 +2,6 @@
 tiny corpus in the PTB layout; and the training steps they share, in process."""
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,17 +15,16 @@ from corpus import batchify
 from lm_training import StepConfig, averaged_weights, batch_schedule, make_optimizer, should_switch, train_step
 from recurrent_model import Dropouts, LanguageModelSpec, resolve_genotype
 from runtime import DivergenceWatch, Precision
-from scripts import REPO, assert_one_sentence_error, run_script
+from scripts import REPO, assert_one_sentence_error, run_ranks_ok, run_script
 from tiny_datasets import make_text_corpus
 
 TINY = ["--emsize", "8", "--nhid", "8", "--nhidlast", "8", "--batch_size", "8", "--bptt", "10",
-        "--max_seq_len_delta", "5", "--eval_batch_size", "2", "--log_interval", "20"]
-TORCHRUN = shutil.which("torchrun")
+        "--max_seq_len_delta", "5", "--eval_batch_size", "2", "--log_interval", "4"]
 
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    return make_text_corpus(tmp_path_factory.mktemp("corpus") / "tiny", n_train=120, n_valid=20, n_test=20)
+    return make_text_corpus(tmp_path_factory.mktemp("corpus") / "tiny", n_train=40, n_valid=20, n_test=20)
 
 
 def train(logs: Path, *args: str, script: str = "rnn/train.py", cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -57,7 +55,7 @@ def test_train_writes_a_run_and_evaluate_model_reproduces_its_test_perplexity(tm
     assert 1 < results["test_ppl"] < 10 * results["unigram_test_ppl"]
     log = (run / "log.txt").read_text()
     assert "| end of epoch   2 |" in log and "valid ppl" in log and "test ppl" in log and "unigram test perplexity" in log
-    assert "| epoch   1 |    20/" in log                                   # --log_interval lines
+    assert "| epoch   1 |     4/" in log                                   # --log_interval lines
     best = load_checkpoint(run / "model_best.pt")
     assert best["kind"] == "lm_model" and best["vocabulary"][0] == "<eos>" and best["spec"]["arch_name"] == "ENAS"
     assert list(best["model"])[:2] == ["encoder.weight", "rnns.0._W0"]
@@ -157,7 +155,6 @@ def test_visualize_draws_a_recurrent_cell(tmp_path):
     assert_one_sentence_error(run_script("rnn/visualize.py", "DARTS_V2x"), "did you mean DARTS_V2")
 
 
-@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")
 def test_two_processes_take_the_steps_of_one(tmp_path, corpus_dir):
     """Without dropout (whose masks each rank draws for its own sequences) two gloo processes, each
     with half of every batch, train the weights one process trains."""
@@ -166,11 +163,7 @@ def test_two_processes_take_the_steps_of_one(tmp_path, corpus_dir):
     one = tmp_path / "one"
     assert train(one, *args).returncode == 0
     two = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DARTS_LOGS_DIR": str(two)}
-    env.pop("PYTHONPATH", None)
-    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "rnn/train.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_ranks_ok("rnn/train.py", *args, env={"DARTS_LOGS_DIR": str(two)})
     (a,), (b,) = runs(one), runs(two)
     assert "2 processes, 4 sequences each per batch" in (b / "log.txt").read_text()
     wa, wb = load_checkpoint(a / "checkpoint.pt")["model"], load_checkpoint(b / "checkpoint.pt")["model"]

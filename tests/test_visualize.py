@@ -241,7 +241,7 @@ def png_size(path: Path) -> tuple[int, int]:
 @needs_dot
 def test_run_draws_chosen_epochs_into_one_image_each(tmp_path):
     run = search_run_folder(tmp_path / "run", {1: [NORMAL, NORMAL], 2: [NORMAL, NORMAL[::-1]], 3: [NORMAL, NORMAL]})
-    result = run_cli(str(SCRIPT), "--run", str(run), "--epochs", "1,3")
+    result = run_script("cnn/visualize.py", "--run", str(run), "--epochs", "1,3")   # forked: --run imports torch
     assert result.returncode == 0, result.stderr
     cells, weights = run / "figures" / "cells_epochs_1-3.png", run / "figures" / "weights_epochs_1-3.png"
     assert result.stdout.split() == [str(cells), str(weights)]
@@ -276,7 +276,7 @@ def test_run_refuses_bad_folders(tmp_path, make, flags, words):
 
 @needs_dot
 def test_run_refusal_is_one_sentence_on_the_command_line(tmp_path):
-    result = run_cli(str(SCRIPT), "--run", str(tmp_path))
+    result = run_script("cnn/visualize.py", "--run", str(tmp_path))
     assert result.returncode == 2 and result.stderr == f"error: {tmp_path} has no weights/ folder: --run takes a " \
         "train_search.py run folder such as logs/search/<run>\n"
 

@@ -28,7 +28,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 from operations import (DepthwiseConv2d, FactorizedReduce, PointwiseConv2d, ReLUFirst, depthwise_conv,
-                        depthwise_conv_backward, factorized_halves, factorized_halves_backward, pointwise_conv, pointwise_weight_grad)
+                        depthwise_conv_backward, factorized_halves, factorized_halves_backward, pointwise_conv,
+                        pointwise_weight_grad)
 
 aten = torch.ops.aten
 
@@ -233,7 +234,8 @@ class LeanEdge(torch.autograd.Function):
         eps = iter(ctx.eps)
         grad = _dense(grad, x)
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        relu_x = F.relu(x) if any(not isinstance(s, NormedHead) for _, s in ctx.steps) else None
+        # The ReLU'd input is read by weight gradients and by FactorizedReduce's recomputation only.
+        relu_x = F.relu(x) if any(needs) or any(isinstance(s, Reduce) for _, s in ctx.steps) else None
         grad_x, grad_r, grad_params, p = None, None, [], 0
         for k, step in ctx.steps:
             n = _n_params(step)

@@ -300,18 +300,22 @@ class FactorizedReduce(nn.Module):
 def factorized_halves(x: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.Tensor) -> torch.Tensor:
     """FactorizedReduce's convolutions with these weights: 1x1 on the even pixels and on the odd ones
     (odd sides padded first), concatenated along the channels."""
-    shifted = x
-    if x.shape[-1] % 2 or x.shape[-2] % 2:
-        shifted = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+    shifted = _padded_to_even(x)
     return torch.cat([pointwise_conv(x[:, :, ::2, ::2], weight_1), pointwise_conv(shifted[:, :, 1::2, 1::2], weight_2)],
                      dim=1)
+
+
+def _padded_to_even(x: torch.Tensor) -> torch.Tensor:
+    """x with a zero row and column appended where its side is odd, so both pixel phases have ceil(side / 2)."""
+    H, W = x.shape[-2:]
+    return F.pad(x, (0, W % 2, 0, H % 2)) if H % 2 or W % 2 else x
 
 
 def factorized_halves_backward(grad: torch.Tensor, x: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.Tensor,
                                need: tuple[bool, bool, bool]) -> list[torch.Tensor | None]:
     """The gradients of ``factorized_halves`` for x, weight_1 and weight_2, each only if `need` says so."""
     half, (H, W) = weight_1.shape[0], x.shape[-2:]
-    shifted = F.pad(x, (0, W % 2, 0, H % 2)) if H % 2 or W % 2 else x
+    shifted = _padded_to_even(x)
     g_1, g_2 = grad[:, :half], grad[:, half:]
     g_x = None
     if need[0]:

@@ -5,12 +5,14 @@ tensors of its input's size per edge, and that bounds the batch a search can use
 the ops it knows in one function that keeps only what BatchNorm needs anyway, the output of each
 pointwise convolution (and each FactorizedReduce), and recomputes in backward what the gradients
 asked for need: nothing but ReLU masks for the architecture step (network weights frozen, see
-core/architect.py), the depthwise convolutions, ReLUs and normalizations for the weight step. Pools
-are recomputed. The math is that of the plain modules (their own weights, strides, paddings, BatchNorm
-statistics updated once per forward); tests/test_lean_ops.py compares both.
+core/architect.py), the depthwise convolutions, ReLUs and normalizations for the weight step. A pool
+and its BatchNorm run as ``NormedPool``, which keeps its input and recomputes the pool in backward; in a
+search cell (``shared_pools``) the edges that read the same state share one: a pool of a normalized
+state is the same tensor on every edge. The math is that of the plain modules (their own weights,
+strides, paddings, BatchNorm statistics updated once per forward); tests/test_lean_ops.py compares both.
 
 Ops it knows: a chain of *stages* (depthwise conv, 1x1 conv, BatchNorm; a ReLU between stages) after a
-ReLU, i.e. DARTS's and sharpDARTS's separable and dilated convolutions; a parameter-free module followed
+ReLU, i.e. DARTS's and sharpDARTS's separable and dilated convolutions; a max or average pool followed
 by a non-affine BatchNorm (the search's pools); ``FactorizedReduce``. Other ops run as they are, outside
 the function. Training networks (cnn/model.py) run their chains, with affine BatchNorms, through
 ``LeanChain`` the same way.
@@ -48,23 +50,22 @@ class NormedHead:
     head: nn.MaxPool2d | nn.AvgPool2d
     norm: nn.BatchNorm2d
 
-    def pre_norm(self, x: torch.Tensor, relu_x: torch.Tensor | None, params) -> torch.Tensor:
-        return self.head(x)
+    def key(self) -> tuple:
+        """Heads with equal keys compute the same tensor from the same input."""
+        return type(self.head), self.head.extra_repr(), self.norm.eps
 
-    def pre_norm_backward(self, grad, x, relu_x, params, needs, bn_args) -> tuple:
-        """(x's gradient, None, no parameter gradients) from the BatchNorm output's gradient `grad`, and
-        the sum of grad * normalized input: the pool recomputed once, with its indices for a max pool."""
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor
+                 ) -> torch.Tensor:
+        """x's gradient from the BatchNorm output's gradient: the pool recomputed once, with its indices for a
+        max pool."""
         h = self.head
         pool = [_pair(h.kernel_size), _pair(h.stride), _pair(h.padding)]
         if isinstance(h, nn.MaxPool2d):
             z, indices = aten.max_pool2d_with_indices(x, *pool, _pair(h.dilation), h.ceil_mode)
-            g_z, dot = _scaled_norm_backward(grad, z, *bn_args)
-            return aten.max_pool2d_with_indices_backward(g_z, x, *pool, _pair(h.dilation), h.ceil_mode, indices), \
-                None, [], dot
-        z = h(x)
-        g_z, dot = _scaled_norm_backward(grad, z, *bn_args)
-        return aten.avg_pool2d_backward(g_z, x, *pool, h.ceil_mode, h.count_include_pad, h.divisor_override), \
-            None, [], dot
+            g_z = _norm_backward(grad, z, mean, invstd, self.norm.eps)[0]
+            return aten.max_pool2d_with_indices_backward(g_z, x, *pool, _pair(h.dilation), h.ceil_mode, indices)
+        g_z = _norm_backward(grad, h(x), mean, invstd, self.norm.eps)[0]
+        return aten.avg_pool2d_backward(g_z, x, *pool, h.ceil_mode, h.count_include_pad, h.divisor_override)
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,15 @@ class Reduce:
     def norm(self) -> nn.BatchNorm2d:
         return self.op.bn
 
-    def pre_norm(self, x: torch.Tensor, relu_x: torch.Tensor, params) -> torch.Tensor:
+    def pre_norm(self, relu_x: torch.Tensor, params) -> torch.Tensor:
         return factorized_halves(relu_x, *params)
 
-    def pre_norm_backward(self, grad, x, relu_x, params, needs, bn_args) -> tuple:
-        """(None, the ReLU'd input's gradient, the weights' gradients, sum of grad * normalized input)."""
+    def pre_norm_backward(self, grad, relu_x, params, needs, bn_args) -> tuple:
+        """(the ReLU'd input's gradient, the weights' gradients, sum of grad * normalized input)."""
         z = factorized_halves(relu_x, *params)
         g_z, dot = _scaled_norm_backward(grad, z, *bn_args)
         g_r, *grads = factorized_halves_backward(g_z, relu_x, *params, (True, *needs))
-        return None, g_r, grads, dot
+        return g_r, grads, dot
 
 
 _ENABLED = [True]
@@ -146,8 +147,44 @@ def _params(step) -> list[torch.Tensor]:
 
 def lean_edge(x: torch.Tensor, w: torch.Tensor, steps: list[tuple[int, object]]) -> torch.Tensor:
     """``sum_k w[k] * op_k(x)`` over the planned ops ``(k, plan)`` of one edge."""
-    params = [t for _, step in steps for t in _params(step)]
-    return LeanEdge.apply(x, w, steps, *params)
+    convs = [(k, step) for k, step in steps if not isinstance(step, NormedHead)]
+    out = None
+    if convs:
+        params = [t for _, step in convs for t in _params(step)]
+        out = LeanEdge.apply(x, w, convs, *params)
+    for k, step in steps:
+        if isinstance(step, NormedHead):
+            y = normed_pool(x, step)
+            out = y * w[k] if out is None else torch.addcmul(out, y, w[k])
+    return out
+
+
+_SHARED: list[dict | None] = [None]
+
+
+@contextmanager
+def shared_pools() -> Iterator[None]:
+    """Within: a planned pool that several edges apply to the same input tensor (a search cell's edges
+    from one state) is computed once; each edge's BatchNorm still counts the batch in its running
+    statistics."""
+    _SHARED.append({})
+    try:
+        yield
+    finally:
+        _SHARED.pop()
+
+
+def normed_pool(x: torch.Tensor, head: NormedHead) -> torch.Tensor:
+    """The head's output on `x`, taken from ``shared_pools`` when an equal head already ran on this `x`."""
+    cache, key = _SHARED[-1], (id(x), head.key())
+    if cache is not None and key in cache and cache[key][0] is x:
+        _, y, mean, invstd = cache[key]
+        _count_batch(head.norm, mean, invstd, y.numel() // y.shape[1])
+        return y
+    y, mean, invstd = NormedPool.apply(x, head)
+    if cache is not None:
+        cache[key] = (x, y, mean, invstd)
+    return y
 
 
 def lean_chain(relu_x: torch.Tensor, chain: ConvChain) -> torch.Tensor:
@@ -166,6 +203,17 @@ def _norm_args(bn: nn.BatchNorm2d) -> tuple:
         if bn.momentum is None:
             momentum = 1.0 / float(bn.num_batches_tracked)
     return bn.running_mean, bn.running_var, momentum, bn.eps
+
+
+def _count_batch(bn: nn.BatchNorm2d, mean: torch.Tensor, invstd: torch.Tensor, n: int) -> None:
+    """Update bn's running statistics with a batch of `n` values per channel normalized by another
+    BatchNorm (mean, 1 / sqrt(biased variance + eps)), as its own training-mode forward would."""
+    running_mean, running_var, momentum, eps = _norm_args(bn)
+    if running_mean is None:
+        return
+    unbiased = (invstd.pow(-2) - eps) * (n / max(n - 1, 1))
+    running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+    running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
 
 
 def _normalize(z: torch.Tensor, bn: nn.BatchNorm2d, weight=None, bias=None) -> tuple[torch.Tensor, ...]:
@@ -202,11 +250,12 @@ def _channel(v: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- the function
 
 class LeanEdge(torch.autograd.Function):
-    """``sum_k w[k] * op_k(x)`` over planned ops; keeps x, the pre-BatchNorm tensors and their statistics."""
+    """``sum_k w[k] * op_k(x)`` over planned chains and FactorizedReduces; keeps x, the pre-BatchNorm tensors
+    and their statistics."""
 
     @staticmethod
     def forward(ctx, x, w, steps, *params):
-        relu_x = F.relu(x) if any(not isinstance(s, NormedHead) for _, s in steps) else None
+        relu_x = F.relu(x)
         out, kept, eps, p = None, [], [], 0
         for k, step in steps:
             n = _n_params(step)
@@ -215,7 +264,7 @@ class LeanEdge(torch.autograd.Function):
                 kept += chain_kept
                 eps += [bn.eps for bn in step.norms]
             else:
-                y, mean, invstd = _normalize(step.pre_norm(x, relu_x, params[p:p + n]), step.norm)
+                y, mean, invstd = _normalize(step.pre_norm(relu_x, params[p:p + n]), step.norm)
                 kept += [None, mean, invstd]     # the pre-BatchNorm tensor is recomputed in backward
                 eps.append(step.norm.eps)
             p += n
@@ -236,31 +285,46 @@ class LeanEdge(torch.autograd.Function):
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
         # The ReLU'd input is read by weight gradients and by FactorizedReduce's recomputation only.
         relu_x = F.relu(x) if any(needs) or any(isinstance(s, Reduce) for _, s in ctx.steps) else None
-        grad_x, grad_r, grad_params, p = None, None, [], 0
+        grad_r, grad_params, p = None, [], 0
         for k, step in ctx.steps:
             n = _n_params(step)
             if isinstance(step, ConvChain):
                 saved = [(next(kept), next(kept), next(kept)) for _ in step.norms]
-                g_x, g_r, g_params, dot = None, *_chain_backward(
-                    grad, w[k], step, saved, [next(eps) for _ in step.norms], x, relu_x, params[p:p + n],
-                    needs[p:p + n])
+                g_r, g_params, dot = _chain_backward(grad, w[k], step, saved, [next(eps) for _ in step.norms], x,
+                                                     relu_x, params[p:p + n], needs[p:p + n])
             else:
                 _, mean, invstd = next(kept), next(kept), next(kept)
-                g_x, g_r, g_params, dot = step.pre_norm_backward(grad, x, relu_x, params[p:p + n], needs[p:p + n],
-                                                                 (mean, invstd, next(eps), w[k]))
+                g_r, g_params, dot = step.pre_norm_backward(grad, relu_x, params[p:p + n], needs[p:p + n],
+                                                            (mean, invstd, next(eps), w[k]))
             if grad_w is not None:
                 grad_w[k] = dot
-            grad_x = _accumulate(grad_x, g_x)
             grad_r = _accumulate(grad_r, g_r)
             grad_params += g_params
             p += n
-        if grad_r is not None:
-            grad_x = _accumulate(grad_x, aten.threshold_backward(grad_r, x, 0))
-        return grad_x, grad_w, None, *grad_params
+        return aten.threshold_backward(grad_r, x, 0), grad_w, None, *grad_params
+
+
+class NormedPool(torch.autograd.Function):
+    """A planned pool and its BatchNorm; keeps the input and the batch statistics, recomputes the pool in
+    backward. Also returns the statistics (no gradient), for the other BatchNorms of a shared pool."""
+
+    @staticmethod
+    def forward(ctx, x, head):
+        y, mean, invstd = _normalize(head.head(x), head.norm)
+        ctx.head = head
+        ctx.save_for_backward(x, mean, invstd)
+        ctx.mark_non_differentiable(mean, invstd)
+        return y, mean, invstd
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _mean, _invstd):
+        x, mean, invstd = ctx.saved_tensors
+        return ctx.head.backward(grad, x, mean, invstd), None
 
 
 def _n_params(step) -> int:
-    return 4 * len(step.depthwise) if isinstance(step, ConvChain) else 2 if isinstance(step, Reduce) else 0
+    return 4 * len(step.depthwise) if isinstance(step, ConvChain) else 2
 
 
 def _accumulate(total: torch.Tensor | None, part: torch.Tensor | None) -> torch.Tensor | None:

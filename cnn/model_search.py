@@ -190,16 +190,17 @@ class SearchCell(nn.Module):
         scales = edge_weights.unbind(0) if edge_weights is not None else None
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
-        for _ in range(self._steps):
-            node = None
-            for j, h in enumerate(states):
-                e = offset + j
-                out = self._ops[e](h, rows[e], None if active is None else active[e])
-                if scales is not None:
-                    out = scales[e] * out
-                node = out if node is None else node + out
-            offset += len(states)
-            states.append(node)
+        with lean_ops.shared_pools():       # the edges that read one state share its pools
+            for _ in range(self._steps):
+                node = None
+                for j, h in enumerate(states):
+                    e = offset + j
+                    out = self._ops[e](h, rows[e], None if active is None else active[e])
+                    if scales is not None:
+                        out = scales[e] * out
+                    node = out if node is None else node + out
+                offset += len(states)
+                states.append(node)
         return torch.cat(states[-self._multiplier:], dim=1)
 
 

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # The CUDA checks of the training and search paths in one go, on a lent GPU machine, with no data download
-# (random tensors, tiny CIFAR files written by the tests). The training part was sized at about 10 minutes on
-# one H100/H200; the search part adds the supernet's compile time, never measured on a GPU yet (each part has
-# a time limit: at most 35 minutes in all):
+# (random tensors, tiny CIFAR files written by the tests), within one time budget: 470 s by default (the
+# issue asks for at most 8 minutes on one H100/H200), GPU_CHECK_SECONDS to change it:
 #
 #     bash bench/gpu_check.sh [OUT.json]          # default OUT: gpu_check.json
 #
-# 1. pytest -m cuda (tests/test_cuda.py): AMP bf16 and fp16 steps against fp32, compiled training steps and
+# The parts, most wanted first; each has its own time limit, cut to what is left of the budget, and a part
+# that would get under 20 s is not started (recorded as "not_run"):
+# 1. bench/search_speed.py on CUDA at the DARTS search defaults (C=16, 8 cells, batch 64, 32 px): DARTS first
+#    and second order eager, in fp32 and then with AMP (bf16 where supported); each report holds images/s,
+#    peak memory and the projected wall time of a 50-epoch CIFAR-10 search (391 iterations of 64 per
+#    epoch), gathered under "search" at the top of OUT;
+# 2. pytest -m cuda (tests/test_cuda.py): AMP bf16 and fp16 steps against fp32, compiled training steps and
 #    search iterations against eager, --data_on_device batches on the GPU against the CPU's;
-# 2. bench/train_speed.py on CUDA (DARTS_V2, C=36, 20 cells, auxiliary head, batch 96, DARTS's
-#    training batch): contiguous and channels_last in fp32, channels_last with AMP, and with AMP and
-#    --compile; with ORIGINAL=<the original DARTS cnn/ folder> in the environment, the original code too;
-# 3. bench/search_speed.py on CUDA at the DARTS search defaults (C=16, 8 cells, batch 64, 32 px): DARTS first
-#    and second order eager, in fp32 and with AMP (bf16 where supported), and first order with --compile in
-#    both precisions (compiling the supernet takes minutes: its warm-up seconds are in the report); each
-#    report holds the projected wall time of a 50-epoch CIFAR-10 search (391 iterations of 64 per epoch),
-#    gathered with images/s and peak memory under "search" at the top of OUT.
+# 3. bench/train_speed.py on CUDA (DARTS_V2, C=36, 20 cells, auxiliary head, batch 96, DARTS's
+#    training batch): channels_last in fp32 and with AMP, contiguous in fp32; with ORIGINAL=<the original
+#    DARTS cnn/ folder> in the environment, the original code too;
+# 4. what compiles (minutes each, never measured on a GPU yet; their warm-up seconds are in the reports):
+#    the search's first order with --compile in fp32, the training step with AMP and --compile, the
+#    search's first order with AMP and --compile.
 #
 # OUT holds one JSON object: the test counts and every bench report. Without CUDA the script says so,
 # writes {"cuda": false, ...} and exits 0. A part that fails or runs out of time is recorded as such
-# and the others still run; the exit status is 1 if any part failed.
+# and the others still run; the exit status is 1 if any part failed or timed out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu_check.json}
@@ -32,31 +35,40 @@ if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 
     exit 0
 fi
 
+budget=${GPU_CHECK_SECONDS:-470}
+deadline=$((SECONDS + budget))
 status=0
-part() {   # part NAME SECONDS COMMAND...: run COMMAND, its stdout to $work/NAME.out, its status to $work/NAME.rc
+part() {   # part NAME SECONDS COMMAND...: run COMMAND within SECONDS and the budget; stdout to $work/NAME.out
     local name=$1 seconds=$2
     shift 2
-    echo "gpu_check: $name" >&2
+    local left=$((deadline - SECONDS))
+    if [ "$left" -lt 20 ]; then
+        echo "gpu_check: $name not run: the time budget of ${budget} s is spent" >&2
+        echo "not_run" > "$work/$name.rc"
+        return
+    fi
+    [ "$seconds" -gt "$left" ] && seconds=$left
+    echo "gpu_check: $name (at most $seconds s)" >&2
     timeout "$seconds" "$@" > "$work/$name.out" 2> "$work/$name.err"
     local rc=$?
     echo "$rc" > "$work/$name.rc"
     if [ "$rc" -ne 0 ]; then status=1; tail -n 5 "$work/$name.err" >&2; fi
 }
 
-part pytest 360 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
+search=(python bench/search_speed.py --device cuda --batch_size 64 --layers 8 --init_channels 16 --iterations 10)
+part search_fp32_eager 100 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order
+part pytest 150 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
+part search_bf16_eager 60 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order --amp
 bench=(python bench/train_speed.py --device cuda --batch_size 96 --rounds 1 --iterations 20 --warmup 3
        ${ORIGINAL:+--original "$ORIGINAL"})
-part train_fp32_contiguous 90 "${bench[@]}" --memory_format contiguous
-part train_fp32_channels_last 90 "${bench[@]}" --memory_format channels_last
-part train_amp_channels_last 90 "${bench[@]}" --memory_format channels_last --amp
-part train_amp_compiled 360 "${bench[@]}" --memory_format channels_last --amp --compile
-search=(python bench/search_speed.py --device cuda --batch_size 64 --layers 8 --init_channels 16 --iterations 10)
-part search_fp32_eager 120 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order
-part search_bf16_eager 120 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order --amp
-part search_fp32_compiled 420 "${search[@]}" --warmup 3 --strategies darts_first_order --compile
-part search_bf16_compiled 420 "${search[@]}" --warmup 3 --strategies darts_first_order --amp --compile
+part train_fp32_channels_last 45 "${bench[@]}" --memory_format channels_last
+part train_amp_channels_last 45 "${bench[@]}" --memory_format channels_last --amp
+part train_fp32_contiguous 45 "${bench[@]}" --memory_format contiguous
+part search_fp32_compiled 300 "${search[@]}" --warmup 3 --strategies darts_first_order --compile
+part train_amp_compiled 300 "${bench[@]}" --memory_format channels_last --amp --compile
+part search_bf16_compiled 300 "${search[@]}" --warmup 3 --strategies darts_first_order --amp --compile
 
-python - "$work" "$out" <<'PY'
+python - "$work" "$out" "$budget" <<'PY'
 import json, sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -66,8 +78,13 @@ import torch
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
 report = {"cuda": True, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
           "cuda_version": torch.version.cuda, "bf16": torch.cuda.is_bf16_supported()}
+report["budget_seconds"] = int(sys.argv[3])
 for rc in sorted(work.glob("*.rc")):
-    name, status = rc.stem, int(rc.read_text())
+    name, text = rc.stem, rc.read_text().strip()
+    if text == "not_run":
+        report[name] = {"not_run": "the time budget was spent"}
+        continue
+    status = int(text)
     entry = {"exit_status": status, "timed_out": status == 124}
     if name == "pytest" and (work / "pytest.xml").is_file():
         suite = ET.parse(work / "pytest.xml").getroot().find("testsuite")

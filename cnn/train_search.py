@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "several times faster that way), contiguous on CUDA")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the supernet: the first iteration compiles it (first order: two graphs, "
-                        "architecture and network step; --unrolled: four), about ten minutes on a CPU "
+                        "architecture and network step; --unrolled: three), about ten minutes on a CPU "
                         "core even for a tiny supernet; meant for long runs on a GPU (not measured there yet); "
                         "tested with DARTS first and second order; refused for GDAS (one graph per draw)")
     p.add_argument("--sync_bn", action="store_true",

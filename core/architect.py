@@ -30,7 +30,8 @@ Second order (``unrolled``)
     the Hessian-vector product is the central difference
     ``(dL_train(w + r v, a)/da - dL_train(w - r v, a)/da) / (2 r)`` with
     ``r = 0.01 / ||v||``, as in DARTS (quark0/darts). The network is never copied: the
-    virtual weights are plain tensors passed with ``torch.func.functional_call``. Forward
+    virtual weights are plain tensors passed with ``torch.func.functional_call``. The virtual step's
+    gradient is taken with the architecture weights frozen (no gradient of theirs is wanted there). Forward
     passes at virtual weights keep their BatchNorm statistics in a scratch copy of the
     buffers, so only real steps move the running statistics. The second-order step runs in
     float32 even with AMP: a finite difference at ``r = 0.01 / ||v||`` is noise in half
@@ -215,7 +216,8 @@ class Architect:
         eta = network_optimizer.param_groups[0]["lr"]
         W = self._weights
         # 1. the virtual step w' = w - eta * (momentum * buf + g + weight_decay * w)
-        g_train = _grad(self._loss(train_batch), W)
+        with _frozen(self._alphas):
+            g_train = _grad(self._loss(train_batch), W)
         average_over_ranks(g_train)
         with torch.no_grad():
             if cfg.virtual_step_clip > 0:

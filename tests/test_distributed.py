@@ -3,8 +3,8 @@
 The runs fork their ranks from the script server with torchrun's environment (scripts.run_ranks_ok);
 torchrun itself starts the ranks of the refused batch."""
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from scripts import run_ok, run_ranks_ok
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "tests/distributed_worker.py"
-TORCHRUN = shutil.which("torchrun")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]    # torchrun, from the torch this test imports
 
 
 def test_the_shards_of_a_step_are_the_global_batch_of_one_process():
@@ -162,7 +162,7 @@ def test_torchrun_multi_channel_search_writes_one_path_named_after_its_run(tmp_p
 
 
 def test_a_batch_that_does_not_split_is_one_sentence_from_rank_0(tmp_path):
-    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "cnn/train.py", "--dataset", "digits",
+    done = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node=2", "cnn/train.py", "--dataset", "digits",
                            "--device", "cpu", "--batch_size", "63"], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "DARTS_LOGS_DIR": str(tmp_path)}, timeout=300)
     assert done.returncode != 0

@@ -172,6 +172,29 @@ def test_the_lean_supernet_keeps_under_a_third_of_the_plain_ones_tensors():
     assert lean < plain / 3, (lean, plain)
 
 
+def _count_nodes(output: torch.Tensor, name: str) -> int:
+    """Nodes of `output`'s autograd graph whose class is called `name`."""
+    seen, todo = set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [next_node for next_node, _ in node.next_functions]
+    return sum(type(node).__name__ == name for node in seen)
+
+
+def test_the_edges_that_read_one_state_share_its_pools():
+    """A cell of 4 nodes reads 5 states (its two inputs, the first three nodes) on 14 edges: one max and one
+    average pool per state, not per edge. Every edge's BatchNorm still counts the batch (the supernet
+    gradient test compares the statistics with the plain modules')."""
+    torch.manual_seed(0)
+    model = SearchNetwork(make_spec(10, 8, 1, 4, 4, PRIMITIVE_SETS["DARTS"], "softmax", "shared"))
+    logits = model(torch.randn(2, 3, 8, 8))
+    assert _count_nodes(logits, "NormedPoolBackward") == 5 * 2
+    cell_norms = [m for m in model.cells[0].modules() if isinstance(m, nn.BatchNorm2d) and not m.affine]
+    assert all(int(m.num_batches_tracked) == 1 for m in cell_norms) and len(cell_norms) > 14 * 2
+
+
 def test_a_training_network_gets_the_plain_gradients_for_less_memory():
     """DARTS_V2 with affine BatchNorms: logits, every gradient and the BatchNorm statistics of one training
     forward and backward equal the plain modules' (float64), keeping under 70% of their tensors (61% at

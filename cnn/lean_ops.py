@@ -189,10 +189,13 @@ def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invs
                                            [True, True, True])
 
 
-def _renormalize(z, mean, invstd, weight, bias) -> torch.Tensor:
-    """The training-mode BatchNorm output again, from its input and batch statistics."""
-    y = (z - _channel(mean)) * _channel(invstd)
-    return y if weight is None else torch.addcmul(_channel(bias), y, _channel(weight))
+def _relu_renormalized(z, mean, invstd, weight, bias) -> torch.Tensor:
+    """The ReLU of the training-mode BatchNorm output again, from its input and batch statistics: one
+    multiply-add with per-channel factors, then the ReLU in place (in backward, every pass over a large
+    tensor counts; ~10% of a training step's time went to four of them here)."""
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    return torch.addcmul(_channel(shift), z, _channel(scale)).relu_()
 
 
 def _channel(v: torch.Tensor) -> torch.Tensor:
@@ -313,7 +316,7 @@ def _chain_backward(grad, scale, step: ConvChain, saved, eps, x, relu_x, params,
         if i:
             z_in, m_in, s_in = saved[i - 1]
             weight_in, bias_in = params[4 * i - 2:4 * i]
-            u = F.relu(_renormalize(z_in, m_in, s_in, weight_in, bias_in)) \
+            u = _relu_renormalized(z_in, m_in, s_in, weight_in, bias_in) \
                 if need_dw or need_pw or weight_in is not None else None
         else:
             z_in, u = x, relu_x

@@ -84,7 +84,7 @@ class Cell(nn.Module):
         drop = self.training and drop_prob > 0.0
         lean = self._lean_chains(r0)
         for node, edge_ids in self._plan:
-            out = None
+            out, out_fresh = None, False
             for k in edge_ids:
                 source = self._sources[k]
                 if self._takes_relu[k]:
@@ -94,9 +94,11 @@ class Cell(nn.Module):
                         lean_ops.lean_chain(relus[source], lean[k])
                 else:
                     h = self._ops[k](states[source])
+                # A lean chain's or drop path's output is kept by no backward: a sum may add into it in place.
+                h_fresh = lean[k] is not None
                 if drop and not self.nested and not self._is_identity[k]:
-                    h = drop_path(h, drop_prob)
-                out = h if out is None else out + h
+                    h, h_fresh = drop_path(h, drop_prob), True
+                out, out_fresh = _add(out, out_fresh, h, h_fresh)
             if drop and self.nested:
                 out = drop_path(out, drop_prob)
             states[node] = out
@@ -110,6 +112,19 @@ class Cell(nn.Module):
         if self._lean is None:
             self._lean = [p if isinstance(p, lean_ops.ConvChain) else None for p in map(lean_ops.plan, self._ops)]
         return self._lean
+
+
+def _add(total: torch.Tensor | None, total_fresh: bool, h: torch.Tensor, h_fresh: bool) -> tuple[torch.Tensor, bool]:
+    """(total + h, whether the sum may be written in place), in place into a fresh tensor when there is one:
+    a new tensor the size of a cell state costs more than the addition (IEEE addition commutes, so h + total
+    is the same sum)."""
+    if total is None:
+        return h, h_fresh
+    if total_fresh:
+        return total.add_(h), True
+    if h_fresh:
+        return h.add_(total), True
+    return total + h, True
 
 
 def _evaluation_plan(genes: CellGenes) -> list[tuple[int, list[int]]]:

@@ -155,6 +155,47 @@ def lean_chain(relu_x: torch.Tensor, chain: ConvChain) -> torch.Tensor:
     return LeanChain.apply(relu_x, chain, *_params(chain))
 
 
+def shared_pointwise(r: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Stride-1 1x1 convolutions of one input by several weights (a training network's cell output is read by
+    the preprocessing of the next two cells). Why: backward then sums the input's gradients in one buffer,
+    each product added in place, where autograd would write one gradient the size of the input per reader and
+    add them (a cell output is four times as wide as a node)."""
+    return SharedPointwise.apply(r, *weights)
+
+
+class SharedPointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, r, *weights):
+        ctx.save_for_backward(r, *weights)
+        ctx.set_materialize_grads(False)     # an output that reaches no loss gives its weight no gradient
+        return tuple(pointwise_conv(r, w) for w in weights)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        r, *weights = ctx.saved_tensors
+        grad_r = None
+        for g, w in zip(grads, weights):
+            if g is not None and ctx.needs_input_grad[0]:
+                grad_r = _add_pointwise_input_grad(grad_r, g, w)
+        return grad_r, *(pointwise_weight_grad(g, r) if g is not None and need else None
+                         for g, need in zip(grads, ctx.needs_input_grad[1:]))
+
+
+def _add_pointwise_input_grad(total: torch.Tensor | None, g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """total + the input gradient of ``pointwise_conv(x, weight)`` for the output gradient g, added in place
+    by the matrix product itself."""
+    if total is None:
+        return pointwise_conv(g, weight.transpose(0, 1))
+    (N, C, H, W), C_out = total.shape, g.shape[1]
+    w = weight.reshape(C_out, C)
+    if total.stride(1) == 1:
+        total.permute(0, 2, 3, 1).view(N * H * W, C).addmm_(g.permute(0, 2, 3, 1).reshape(N * H * W, C_out), w)
+    else:
+        total.view(N, C, H * W).baddbmm_(w.t().expand(N, C, C_out), g.reshape(N, C_out, H * W))
+    return total
+
+
 # ---------------------------------------------------------------------------- BatchNorm pieces
 
 def _norm_args(bn: nn.BatchNorm2d) -> tuple:

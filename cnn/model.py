@@ -76,10 +76,15 @@ class Cell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         return self.after_relu(F.relu(s0), F.relu(s1), drop_prob)
 
-    def after_relu(self, r0: torch.Tensor, r1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def after_relu(self, r0: torch.Tensor, r1: torch.Tensor, drop_prob: float = 0.0,
+                   convolved: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """The cell on the ReLUs of its inputs (both preprocessing ops start with a ReLU). An op that starts
-        with a ReLU gets the one ReLU of its state, shared with the other ops that read that state."""
-        states = {0: self.preprocess0.after_relu(r0), 1: self.preprocess1.after_relu(r1)}
+        with a ReLU gets the one ReLU of its state, shared with the other ops that read that state.
+        `convolved` holds, for input 0 or 1, its preprocessing's 1x1 convolution already computed (by
+        ``lean_ops.shared_pointwise``, ``pointwise_preprocess``): only the BatchNorm is left to apply."""
+        convolved = convolved or {}
+        states = {j: preprocess.op[2](convolved[j]) if j in convolved else preprocess.after_relu(r)
+                  for j, (preprocess, r) in enumerate(((self.preprocess0, r0), (self.preprocess1, r1)))}
         relus: dict[int, torch.Tensor] = {}
         drop = self.training and drop_prob > 0.0
         lean = self._lean_chains(r0)
@@ -125,6 +130,15 @@ def _add(total: torch.Tensor | None, total_fresh: bool, h: torch.Tensor, h_fresh
     if h_fresh:
         return h.add_(total), True
     return total + h, True
+
+
+def pointwise_preprocess(preprocess: nn.Module) -> PointwiseConv2d | None:
+    """The convolution of a preprocessing ReLUConvBN that is a stride-1 1x1 convolution followed by a plain
+    BatchNorm, else None (classes matched exactly)."""
+    if type(preprocess) is not ReLUConvBN or type(preprocess.op[2]) is not nn.BatchNorm2d:
+        return None
+    conv = preprocess.op[1]
+    return conv if type(conv) is PointwiseConv2d and conv.stride == (1, 1) else None
 
 
 def _evaluation_plan(genes: CellGenes) -> list[tuple[int, list[int]]]:
@@ -285,8 +299,17 @@ class Network(nn.Module):
         s0, s1 = self.stem_forward(x)
         r0 = F.relu(s0)
         r1 = r0 if s1 is s0 else F.relu(s1)
+        lean = self.training and torch.is_grad_enabled() and lean_ops.enabled(x) and not torch.compiler.is_compiling()
+        ahead: dict[int, torch.Tensor] = {}
         for i, cell in enumerate(self.cells):
-            s1 = cell.after_relu(r0, r1, self.drop_path_prob)
+            convolved, ahead = ahead, {}
+            following = self.cells[i + 1] if i + 1 < len(self.cells) else None
+            convs = (pointwise_preprocess(cell.preprocess1),
+                     None if following is None else pointwise_preprocess(following.preprocess0))
+            if lean and all(convs):
+                # r1 is read by this cell's preprocess1 and the next one's preprocess0: both 1x1 convolutions now.
+                convolved[1], ahead[0] = lean_ops.shared_pointwise(r1, tuple(c.weight for c in convs))
+            s1 = cell.after_relu(r0, r1, self.drop_path_prob, convolved)
             auxiliary = i == self._aux_layer and self._auxiliary and self.training
             if i + 1 < len(self.cells) or auxiliary:
                 r0, r1 = r1, F.relu(s1)

@@ -172,6 +172,26 @@ def test_the_lean_supernet_keeps_under_a_third_of_the_plain_ones_tensors():
     assert lean < plain / 3, (lean, plain)
 
 
+@pytest.mark.parametrize("fmt, used", itertools.product(FORMATS, ((0, 1), (1,))))
+def test_shared_pointwise_gets_the_gradients_of_separate_convolutions(fmt, used):
+    """Two 1x1 convolutions of one input (float64): outputs and gradients of the input and of both weights
+    equal autograd's through two separate ones, also when only one output reaches the loss."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 5, 5, dtype=torch.float64).contiguous(memory_format=FORMATS[fmt]).requires_grad_()
+    weights = [torch.randn(c, 6, 1, 1, dtype=torch.float64, requires_grad=True) for c in (4, 5)]
+    targets = [torch.randn(3, c, 5, 5, dtype=torch.float64) for c in (4, 5)]
+    outs = lean_ops.shared_pointwise(x, tuple(weights))
+    plain = [F.conv2d(x, w) for w in weights]
+    for a, b in zip(outs, plain):
+        assert a.is_contiguous(memory_format=FORMATS[fmt]) and torch.allclose(a, b, rtol=1e-12, atol=1e-13)
+    loss = sum((outs[i] * targets[i]).sum() for i in used)
+    plain_loss = sum((plain[i] * targets[i]).sum() for i in used)
+    grads = torch.autograd.grad(loss, [x, *weights], allow_unused=True)
+    plain_grads = torch.autograd.grad(plain_loss, [x, *weights], allow_unused=True)
+    for a, b in zip(grads, plain_grads):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, rtol=1e-12, atol=1e-13))
+
+
 @pytest.mark.parametrize("drop_prob", (0.0, 0.3))
 def test_a_training_network_gets_the_plain_gradients_for_less_memory(drop_prob):
     """DARTS_V2 with affine BatchNorms: logits, every gradient and the BatchNorm statistics of one training

@@ -196,6 +196,30 @@ def _add_pointwise_input_grad(total: torch.Tensor | None, g: torch.Tensor, weigh
     return total
 
 
+def relu_concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """ReLU(torch.cat(parts, dim=1)), a training cell's output as the next cells read it. The ReLU runs in
+    place on the concatenation, and backward masks each part's slice of the gradient straight into a dense
+    tensor in that part's layout: one pass, where the ReLU's backward and the concatenation's would make two
+    (see ``operations.concat_channels`` for why dense)."""
+    return ReLUConcat.apply(*parts)
+
+
+class ReLUConcat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *parts):
+        y = torch.cat(parts, dim=1).relu_()
+        ctx.widths, ctx.layouts = [p.shape[1] for p in parts], [_layout(p) for p in parts]
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        y, = ctx.saved_tensors
+        return tuple(aten.threshold_backward(g, r, 0).contiguous(memory_format=layout)
+                     for g, r, layout in zip(grad.split(ctx.widths, dim=1), y.split(ctx.widths, dim=1), ctx.layouts))
+
+
 # ---------------------------------------------------------------------------- BatchNorm pieces
 
 def _norm_args(bn: nn.BatchNorm2d) -> tuple:
@@ -218,8 +242,11 @@ def _normalize(z: torch.Tensor, bn: nn.BatchNorm2d, weight=None, bias=None) -> t
 
 def _dense(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`grad` dense in like's memory layout: oneDNN's BatchNorm backward is many times slower otherwise."""
-    fmt = torch.channels_last if like.dim() == 4 and not like.is_contiguous() else torch.contiguous_format
-    return grad.contiguous(memory_format=fmt)
+    return grad.contiguous(memory_format=_layout(like))
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and not x.is_contiguous() else torch.contiguous_format
 
 
 def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float,

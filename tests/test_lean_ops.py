@@ -192,6 +192,23 @@ def test_shared_pointwise_gets_the_gradients_of_separate_convolutions(fmt, used)
         assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, rtol=1e-12, atol=1e-13))
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_relu_concat_gets_the_plain_gradients_dense_in_each_parts_layout(fmt):
+    """ReLU of a channel concatenation (float64): output and the parts' gradients equal autograd's through
+    torch.cat and F.relu; each gradient is dense in its part's layout."""
+    torch.manual_seed(0)
+    parts = [torch.randn(3, c, 5, 5, dtype=torch.float64).contiguous(memory_format=FORMATS[fmt]).requires_grad_()
+             for c in (2, 3, 4)]
+    out = lean_ops.relu_concat(parts)
+    plain = F.relu(torch.cat(parts, dim=1))
+    assert torch.equal(out, plain)
+    target = torch.randn_like(plain)
+    grads = torch.autograd.grad((out * target).sum(), parts)
+    plain_grads = torch.autograd.grad((plain * target).sum(), parts)
+    for g, b in zip(grads, plain_grads):
+        assert torch.equal(g, b) and g.is_contiguous(memory_format=FORMATS[fmt])
+
+
 @pytest.mark.parametrize("drop_prob", (0.0, 0.3))
 def test_a_training_network_gets_the_plain_gradients_for_less_memory(drop_prob):
     """DARTS_V2 with affine BatchNorms: logits, every gradient and the BatchNorm statistics of one training

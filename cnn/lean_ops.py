@@ -397,7 +397,8 @@ def _chain_backward(grad, scale, step: ConvChain, saved, eps, x, relu_x, params,
         if not i:
             return g_u, grads, dot
         # Without u, its ReLU's mask: a non-affine BatchNorm's output is positive where z_in exceeds the mean.
-        g_y = aten.threshold_backward(g_u, u if u is not None else z_in - _channel(m_in), 0)
+        # The ReLU's mask applied in place: g_u is a fresh tensor of this backward.
+        g_y = aten.threshold_backward.grad_input(g_u, u if u is not None else z_in - _channel(m_in), 0, grad_input=g_u)
         g_z, g_weight, g_bias = _norm_backward(g_y, z_in, m_in, s_in, eps[i - 1], weight_in)
 
 

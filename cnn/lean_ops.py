@@ -192,6 +192,71 @@ def lean_chain(relu_x: torch.Tensor, chain: ConvChain) -> torch.Tensor:
     return LeanChain.apply(relu_x, chain, *_params(chain))
 
 
+def shared_pointwise(r: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Stride-1 1x1 convolutions of one input by several weights (a training network's cell output is read by
+    the preprocessing of the next two cells). Why: backward then sums the input's gradients in one buffer,
+    each product added in place, where autograd would write one gradient the size of the input per reader and
+    add them (a cell output is four times as wide as a node)."""
+    return SharedPointwise.apply(r, *weights)
+
+
+class SharedPointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, r, *weights):
+        ctx.save_for_backward(r, *weights)
+        ctx.set_materialize_grads(False)     # an output that reaches no loss gives its weight no gradient
+        return tuple(pointwise_conv(r, w) for w in weights)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        r, *weights = ctx.saved_tensors
+        grad_r = None
+        for g, w in zip(grads, weights):
+            if g is not None and ctx.needs_input_grad[0]:
+                grad_r = _add_pointwise_input_grad(grad_r, g, w)
+        return grad_r, *(pointwise_weight_grad(g, r) if g is not None and need else None
+                         for g, need in zip(grads, ctx.needs_input_grad[1:]))
+
+
+def _add_pointwise_input_grad(total: torch.Tensor | None, g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """total + the input gradient of ``pointwise_conv(x, weight)`` for the output gradient g, added in place
+    by the matrix product itself."""
+    if total is None:
+        return pointwise_conv(g, weight.transpose(0, 1))
+    (N, C, H, W), C_out = total.shape, g.shape[1]
+    w = weight.reshape(C_out, C)
+    if total.stride(1) == 1:
+        total.permute(0, 2, 3, 1).view(N * H * W, C).addmm_(g.permute(0, 2, 3, 1).reshape(N * H * W, C_out), w)
+    else:
+        total.view(N, C, H * W).baddbmm_(w.t().expand(N, C, C_out), g.reshape(N, C_out, H * W))
+    return total
+
+
+def relu_concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """ReLU(torch.cat(parts, dim=1)), a training cell's output as the next cells read it. The ReLU runs in
+    place on the concatenation, and backward masks each part's slice of the gradient straight into a dense
+    tensor in that part's layout: one pass, where the ReLU's backward and the concatenation's would make two
+    (see ``operations.concat_channels`` for why dense)."""
+    return ReLUConcat.apply(*parts)
+
+
+class ReLUConcat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *parts):
+        y = torch.cat(parts, dim=1).relu_()
+        ctx.widths, ctx.layouts = [p.shape[1] for p in parts], [_layout(p) for p in parts]
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        y, = ctx.saved_tensors
+        return tuple(aten.threshold_backward(g, r, 0).contiguous(memory_format=layout)
+                     for g, r, layout in zip(grad.split(ctx.widths, dim=1), y.split(ctx.widths, dim=1), ctx.layouts))
+
+
 # ---------------------------------------------------------------------------- BatchNorm pieces
 
 def _norm_args(bn: nn.BatchNorm2d) -> tuple:
@@ -225,8 +290,11 @@ def _normalize(z: torch.Tensor, bn: nn.BatchNorm2d, weight=None, bias=None) -> t
 
 def _dense(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`grad` dense in like's memory layout: oneDNN's BatchNorm backward is many times slower otherwise."""
-    fmt = torch.channels_last if like.dim() == 4 and not like.is_contiguous() else torch.contiguous_format
-    return grad.contiguous(memory_format=fmt)
+    return grad.contiguous(memory_format=_layout(like))
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and not x.is_contiguous() else torch.contiguous_format
 
 
 def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float,
@@ -237,10 +305,13 @@ def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invs
                                            [True, True, True])
 
 
-def _renormalize(z, mean, invstd, weight, bias) -> torch.Tensor:
-    """The training-mode BatchNorm output again, from its input and batch statistics."""
-    y = (z - _channel(mean)) * _channel(invstd)
-    return y if weight is None else torch.addcmul(_channel(bias), y, _channel(weight))
+def _relu_renormalized(z, mean, invstd, weight, bias) -> torch.Tensor:
+    """The ReLU of the training-mode BatchNorm output again, from its input and batch statistics: one
+    multiply-add with per-channel factors, then the ReLU in place (in backward, every pass over a large
+    tensor counts; ~10% of a training step's time went to four of them here)."""
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    return torch.addcmul(_channel(shift), z, _channel(scale)).relu_()
 
 
 def _channel(v: torch.Tensor) -> torch.Tensor:
@@ -377,7 +448,7 @@ def _chain_backward(grad, scale, step: ConvChain, saved, eps, x, relu_x, params,
         if i:
             z_in, m_in, s_in = saved[i - 1]
             weight_in, bias_in = params[4 * i - 2:4 * i]
-            u = F.relu(_renormalize(z_in, m_in, s_in, weight_in, bias_in)) \
+            u = _relu_renormalized(z_in, m_in, s_in, weight_in, bias_in) \
                 if need_dw or need_pw or weight_in is not None else None
         else:
             z_in, u = x, relu_x
@@ -390,7 +461,8 @@ def _chain_backward(grad, scale, step: ConvChain, saved, eps, x, relu_x, params,
         if not i:
             return g_u, grads, dot
         # Without u, its ReLU's mask: a non-affine BatchNorm's output is positive where z_in exceeds the mean.
-        g_y = aten.threshold_backward(g_u, u if u is not None else z_in - _channel(m_in), 0)
+        # The ReLU's mask applied in place: g_u is a fresh tensor of this backward.
+        g_y = aten.threshold_backward.grad_input(g_u, u if u is not None else z_in - _channel(m_in), 0, grad_input=g_u)
         g_z, g_weight, g_bias = _norm_backward(g_y, z_in, m_in, s_in, eps[i - 1], weight_in)
 
 

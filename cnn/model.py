@@ -76,15 +76,22 @@ class Cell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         return self.after_relu(F.relu(s0), F.relu(s1), drop_prob)
 
-    def after_relu(self, r0: torch.Tensor, r1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def after_relu(self, r0: torch.Tensor, r1: torch.Tensor, drop_prob: float = 0.0,
+                   convolved: dict[int, torch.Tensor] | None = None, relu_output: bool = False) -> torch.Tensor:
         """The cell on the ReLUs of its inputs (both preprocessing ops start with a ReLU). An op that starts
-        with a ReLU gets the one ReLU of its state, shared with the other ops that read that state."""
-        states = {0: self.preprocess0.after_relu(r0), 1: self.preprocess1.after_relu(r1)}
+        with a ReLU gets the one ReLU of its state, shared with the other ops that read that state.
+        `convolved` holds, for input 0 or 1, its preprocessing's 1x1 convolution already computed (by
+        ``lean_ops.shared_pointwise``, ``pointwise_preprocess``): only the BatchNorm is left to apply.
+        With `relu_output` the cell returns the ReLU of its output (what the next cells read)."""
+        convolved = convolved or {}
+        states = {j: preprocess.op[2](convolved[j]) if j in convolved else preprocess.after_relu(r)
+                  for j, (preprocess, r) in enumerate(((self.preprocess0, r0), (self.preprocess1, r1)))}
         relus: dict[int, torch.Tensor] = {}
         drop = self.training and drop_prob > 0.0
         lean = self._lean_chains(r0)
+        lean_output = relu_output and runs_lean(self, r0)
         for node, edge_ids in self._plan:
-            out = None
+            out, out_fresh = None, False
             for k in edge_ids:
                 source = self._sources[k]
                 if self._takes_relu[k]:
@@ -94,22 +101,54 @@ class Cell(nn.Module):
                         lean_ops.lean_chain(relus[source], lean[k])
                 else:
                     h = self._ops[k](states[source])
+                # A lean chain's or drop path's output is kept by no backward: a sum may add into it in place.
+                h_fresh = lean[k] is not None
                 if drop and not self.nested and not self._is_identity[k]:
-                    h = drop_path(h, drop_prob)
-                out = h if out is None else out + h
+                    h, h_fresh = drop_path(h, drop_prob), True
+                out, out_fresh = _add(out, out_fresh, h, h_fresh)
             if drop and self.nested:
                 out = drop_path(out, drop_prob)
             states[node] = out
         reference = states[self._plan[-1][0]]
-        return concat_channels([states[i] if i in states else torch.zeros_like(reference) for i in self._concat])
+        parts = [states[i] if i in states else torch.zeros_like(reference) for i in self._concat]
+        if lean_output:
+            return lean_ops.relu_concat(parts)
+        return F.relu(concat_channels(parts)) if relu_output else concat_channels(parts)
 
     def _lean_chains(self, x: torch.Tensor) -> list:
         """Per op, the chain cnn/lean_ops.py runs in its place (training with gradients), else None."""
-        if not (self.training and torch.is_grad_enabled() and lean_ops.enabled(x)) or torch.compiler.is_compiling():
+        if not runs_lean(self, x):
             return [None] * len(self._ops)
         if self._lean is None:
             self._lean = [p if isinstance(p, lean_ops.ConvChain) else None for p in map(lean_ops.plan, self._ops)]
         return self._lean
+
+
+def _add(total: torch.Tensor | None, total_fresh: bool, h: torch.Tensor, h_fresh: bool) -> tuple[torch.Tensor, bool]:
+    """(total + h, whether the sum may be written in place), in place into a fresh tensor when there is one:
+    a new tensor the size of a cell state costs more than the addition (IEEE addition commutes, so h + total
+    is the same sum)."""
+    if total is None:
+        return h, h_fresh
+    if total_fresh:
+        return total.add_(h), True
+    if h_fresh:
+        return h.add_(total), True
+    return total + h, True
+
+
+def runs_lean(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `module` runs cnn/lean_ops.py's functions on `x`: training with gradients, not compiled."""
+    return module.training and torch.is_grad_enabled() and lean_ops.enabled(x) and not torch.compiler.is_compiling()
+
+
+def pointwise_preprocess(preprocess: nn.Module) -> PointwiseConv2d | None:
+    """The convolution of a preprocessing ReLUConvBN that is a stride-1 1x1 convolution followed by a plain
+    BatchNorm, else None (classes matched exactly)."""
+    if type(preprocess) is not ReLUConvBN or type(preprocess.op[2]) is not nn.BatchNorm2d:
+        return None
+    conv = preprocess.op[1]
+    return conv if type(conv) is PointwiseConv2d and conv.stride == (1, 1) else None
 
 
 def _evaluation_plan(genes: CellGenes) -> list[tuple[int, list[int]]]:
@@ -265,19 +304,29 @@ class Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each cell output is read by the next two cells' preprocessing (and maybe the auxiliary head),
-        all starting with a ReLU: it is applied once."""
+        all starting with a ReLU: it is applied once, by the cell (the last cell's output goes to the
+        classifier as it is)."""
         logits_aux = None
         s0, s1 = self.stem_forward(x)
         r0 = F.relu(s0)
         r1 = r0 if s1 is s0 else F.relu(s1)
+        lean = runs_lean(self, x)
+        ahead: dict[int, torch.Tensor] = {}
         for i, cell in enumerate(self.cells):
-            s1 = cell.after_relu(r0, r1, self.drop_path_prob)
+            convolved, ahead = ahead, {}
+            following = self.cells[i + 1] if i + 1 < len(self.cells) else None
+            convs = (pointwise_preprocess(cell.preprocess1),
+                     None if following is None else pointwise_preprocess(following.preprocess0))
+            if lean and all(convs):
+                # r1 is read by this cell's preprocess1 and the next one's preprocess0: both 1x1 convolutions now.
+                convolved[1], ahead[0] = lean_ops.shared_pointwise(r1, tuple(c.weight for c in convs))
+            out = cell.after_relu(r0, r1, self.drop_path_prob, convolved, relu_output=following is not None)
             auxiliary = i == self._aux_layer and self._auxiliary and self.training
-            if i + 1 < len(self.cells) or auxiliary:
-                r0, r1 = r1, F.relu(s1)
+            if following is not None or auxiliary:
+                r0, r1 = r1, out if following is not None else F.relu(out)
             if auxiliary:
                 logits_aux = self.auxiliary_head.after_relu(r1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        logits = self.classifier(self.global_pooling(out).flatten(1))
         return logits, logits_aux
 
 

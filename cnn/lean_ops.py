@@ -118,8 +118,8 @@ def _plain_norm(m: nn.Module) -> bool:
 
 
 def plan(op: nn.Module) -> ConvChain | NormedHead | Reduce | None:
-    """How `op` runs in ``LeanEdge``, or None if it runs as it is. Classes are matched exactly: a
-    subclass may compute something else."""
+    """How `op` runs lean (a chain or FactorizedReduce in ``LeanEdge``, a pool as ``NormedPool``), or None if
+    it runs as it is. Classes are matched exactly: a subclass may compute something else."""
     layers = list(op.op) if type(getattr(op, "op", None)) is ReLUFirst else None
     if layers is not None and type(layers[0]) is nn.ReLU and len(layers) % 4 == 0:
         blocks = [layers[i:i + 4] for i in range(1, len(layers), 4)]

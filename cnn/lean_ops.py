@@ -108,6 +108,12 @@ def enabled(x: torch.Tensor) -> bool:
     return _ENABLED[-1] and not torch.is_autocast_enabled(x.device.type)
 
 
+def runs(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `module` runs this file's functions on `x`: training with gradients, ``enabled``, and not
+    being compiled (dynamo traces the plain modules)."""
+    return module.training and torch.is_grad_enabled() and enabled(x) and not torch.compiler.is_compiling()
+
+
 def _norm(m: nn.Module) -> bool:
     """A BatchNorm of this very class (not a synchronized subclass, whose statistics are global)."""
     return type(m) is nn.BatchNorm2d

@@ -89,7 +89,7 @@ class Cell(nn.Module):
         relus: dict[int, torch.Tensor] = {}
         drop = self.training and drop_prob > 0.0
         lean = self._lean_chains(r0)
-        lean_output = relu_output and runs_lean(self, r0)
+        lean_output = relu_output and lean_ops.runs(self, r0)
         for node, edge_ids in self._plan:
             out, out_fresh = None, False
             for k in edge_ids:
@@ -117,7 +117,7 @@ class Cell(nn.Module):
 
     def _lean_chains(self, x: torch.Tensor) -> list:
         """Per op, the chain cnn/lean_ops.py runs in its place (training with gradients), else None."""
-        if not runs_lean(self, x):
+        if not lean_ops.runs(self, x):
             return [None] * len(self._ops)
         if self._lean is None:
             self._lean = [p if isinstance(p, lean_ops.ConvChain) else None for p in map(lean_ops.plan, self._ops)]
@@ -135,11 +135,6 @@ def _add(total: torch.Tensor | None, total_fresh: bool, h: torch.Tensor, h_fresh
     if h_fresh:
         return h.add_(total), True
     return total + h, True
-
-
-def runs_lean(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether `module` runs cnn/lean_ops.py's functions on `x`: training with gradients, not compiled."""
-    return module.training and torch.is_grad_enabled() and lean_ops.enabled(x) and not torch.compiler.is_compiling()
 
 
 def pointwise_preprocess(preprocess: nn.Module) -> PointwiseConv2d | None:
@@ -310,7 +305,7 @@ class Network(nn.Module):
         s0, s1 = self.stem_forward(x)
         r0 = F.relu(s0)
         r1 = r0 if s1 is s0 else F.relu(s1)
-        lean = runs_lean(self, x)
+        lean = lean_ops.runs(self, x)
         ahead: dict[int, torch.Tensor] = {}
         for i, cell in enumerate(self.cells):
             convolved, ahead = ahead, {}

@@ -143,7 +143,7 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor, active: int | None = None) -> torch.Tensor:
         ops = self._active if active is None else [active]
         out = None
-        if self.training and torch.is_grad_enabled() and lean_ops.enabled(x) and not torch.compiler.is_compiling():
+        if lean_ops.runs(self, x):
             if self._plans is None:
                 self._plans = [lean_ops.plan(op) for op in self._ops]
             lean = [(k, self._plans[k]) for k in ops if self._plans[k] is not None]

@@ -149,9 +149,15 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: 
     C, k = weight.shape[0], weight.shape[-1]
     if _phased(weight, padding, dilation) and stride == dilation:
         return F.conv2d(x[:, :, ::dilation, ::dilation], weight, padding=(k - 1) // 2, groups=C)
-    if _phased(weight, padding, dilation) and stride == 1 and torch.is_grad_enabled():
+    if _phased(weight, padding, dilation) and stride == 1 and torch.is_grad_enabled() and _phases_pay(x):
         return _DilatedDepthwise.apply(x, weight, padding, dilation)
     return F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=C)
+
+
+def _phases_pay(x: torch.Tensor) -> bool:
+    """Whether the phased backward applies: on a CPU (cuDNN's dilated backward is not slow) and outside
+    autocast (the backward's convolutions would meet the bf16 gradient with the fp32 weight)."""
+    return x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
 
 
 def _phased(weight: torch.Tensor, padding: int, dilation: int) -> bool:

@@ -270,3 +270,23 @@ def test_autocast_runs_the_plain_modules():
         out = op(x, w)
     assert out.shape == x.shape and op._plans is None       # never planned: the plain modules ran
     assert lean_ops.enabled(x)
+
+
+def test_a_mixed_op_under_autocast_gets_gradients_near_fp32s():
+    """Every op's backward, the dilated convolutions' faster one included, meets the bf16 gradients of an
+    autocast forward (a CUDA --amp search crashed in the dilated convolution's backward before)."""
+    torch.manual_seed(0)
+    op = MixedOp(8, 1, PRIMITIVE_SETS["DARTS"], "darts", 32)
+    x = torch.randn(4, 8, 8, 8)
+    w = torch.softmax(torch.randn(len(op._ops)), 0)
+    grads = []
+    for dtype in (None, torch.bfloat16):
+        x_ = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = op(x_, w)
+        out.float().square().sum().backward()
+        grads.append(torch.cat([x_.grad.flatten(), *(p.grad.flatten() for p in op.parameters())]))
+        op.zero_grad(set_to_none=True)
+    assert torch.isfinite(grads[1]).all()
+    assert torch.cosine_similarity(grads[1], grads[0], dim=0) > 0.999          # bf16 rounds single elements
+    assert (grads[1] - grads[0]).norm() < 0.05 * grads[0].norm()

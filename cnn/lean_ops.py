@@ -306,7 +306,10 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float,
                    weight=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(gradient of z, per-channel sums of grad * normalized z and of grad) of a training-mode BatchNorm:
-    the gradients of its weight and bias."""
+    the gradients of its weight and bias. Without a weight, ones stand in: CUDA's kernel for contiguous
+    tensors allocates the sums like the weight, and fails on a missing one."""
+    if weight is None:
+        weight = z.new_ones(z.shape[1])
     return aten.native_batch_norm_backward(_dense(grad, z), z, weight, None, None, mean, invstd, True, eps,
                                            [True, True, True])
 

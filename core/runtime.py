@@ -34,6 +34,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def tune_convolutions(device: torch.device) -> None:
+    """Let cuDNN time its algorithms at each new convolution shape and keep the fastest, as the original
+    DARTS code does: a CNN's shapes are fixed, and a DARTS search iteration ran 1.7x faster with it on an
+    H200 (first order, batch 64: 1.33 -> 0.78 s). Nothing changes on a CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def progress(iterable, desc: str) -> tqdm:
     """A progress bar on a terminal, on rank 0 only."""
     return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None if is_main_process() else True)

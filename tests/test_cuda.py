@@ -69,13 +69,20 @@ def test_compiled_training_steps_agree_with_eager():
 
 
 def test_compiled_search_iterations_agree_with_eager():
-    # first order, the tiny supernet of tests/test_compile.py: two graphs (architecture step, network step)
-    # compiled in the first iteration, then no more
+    # first order, the tiny supernet of tests/test_compile.py: compiled in the first iteration, then no more.
+    # How many graphs depends on the torch of the GPU machine (two on the CPU's pinned torch, one seen with
+    # torch 2.11): the count is pinned by tests/test_compile.py, not here
     device = torch.device("cuda")
     torch.backends.cudnn.deterministic = True
     got = search_iterations(search_engine(False, "inductor", device))
-    assert got["graphs"] == [2] * 3
+    assert got["graphs"][0] >= 1 and got["graphs"] == got["graphs"][:1] * 3
     assert_same_search(got, search_iterations(search_engine(False, None, device)), rtol=1e-3, atol=1e-4)
+
+
+def test_a_cuda_search_lets_cudnn_pick_its_fastest_convolutions():
+    torch.backends.cudnn.benchmark = False
+    search_engine(False, None, torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark
 
 
 def test_device_loader_on_cuda_gives_the_cpu_batches(tmp_path):

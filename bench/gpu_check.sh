@@ -20,14 +20,20 @@
 #    the search's first order with --compile in fp32, the training step with AMP and --compile, the
 #    search's first order with AMP and --compile.
 #
-# OUT holds one JSON object: the test counts and every bench report. Without CUDA the script says so,
+# OUT holds one JSON object: the test counts and every bench report. GPU_CHECK_LOGS=DIR keeps each part's
+# stdout, stderr and exit status in DIR (by default they go with a temporary folder). Without CUDA the script says so,
 # writes {"cuda": false, ...} and exits 0. A part that fails or runs out of time is recorded as such
 # and the others still run; the exit status is 1 if any part failed or timed out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu_check.json}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${GPU_CHECK_LOGS:-}" ]; then
+    work=$GPU_CHECK_LOGS
+    mkdir -p "$work"
+else
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+fi
 
 if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "gpu_check: CUDA is absent on this machine; the CUDA checks (tests, training and search speed) are skipped"

@@ -66,6 +66,28 @@ def time_steps(step: Callable[[], object], device: torch.device, warmup: int, it
             "peak_memory_mb": round(peak, 1)}
 
 
+def gpu_busy(step: Callable[[], object], device: torch.device) -> dict:
+    """One more call of `step` under the profiler, on CUDA: how many kernels it launched and what fraction
+    of its wall time the GPU spent running them. A low fraction means the host's launches, not the GPU,
+    set the pace (what CUDA-graph capture or fewer, larger kernels would cut); the profiler slows the
+    launches down, so the fraction is a lower bound. Empty on a CPU."""
+    if device.type != "cuda":
+        return {}
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        step()
+        torch.cuda.synchronize(device)
+        wall = time.perf_counter() - started
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    busy = sum(e.device_time for e in kernels) / 1e6
+    return {"kernels_per_step": len(kernels), "kernel_seconds_per_step": round(busy, 4),
+            "profiled_step_seconds": round(wall, 4), "gpu_busy_fraction": round(busy / wall, 3)}
+
+
 def projection(images_per_s: float, epochs: int, images_per_epoch: int) -> dict:
     """Wall time of `epochs` epochs at the measured rate: a projection from the timed steps alone (no data
     loading, no evaluation between epochs)."""
@@ -111,8 +133,9 @@ def summary(runs: list[dict], batch_size: int) -> dict:
               "cpu_seconds_per_step": round(median("cpu_seconds_per_step"), 4),
               "fastest_step_seconds": min(s for r in runs for s in r["all_seconds"]),
               "peak_memory_mb": median("peak_memory_mb")}
-    if all("rss_before_model_mb" in r for r in runs):
-        result["rss_before_model_mb"] = median("rss_before_model_mb")
+    for key in ("rss_before_model_mb", "kernels_per_step", "gpu_busy_fraction"):
+        if all(key in r for r in runs):
+            result[key] = median(key)
     return {**result, "runs": runs}
 
 

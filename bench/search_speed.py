@@ -32,6 +32,8 @@ Reported per strategy (a "step" is one search iteration), for ``ours`` and ``ori
   ``--threads 1`` on a machine that other processes share, the time an idle core would take;
 * ``peak_memory_mb``: CUDA: peak allocated by PyTorch; CPU: peak resident set size of the child,
   interpreter and torch included, with ``rss_before_model_mb`` (the child before its model) to subtract;
+* CUDA only: ``kernels_per_step`` and ``gpu_busy_fraction`` (bench/measure.py ``gpu_busy``: the share of
+  one profiled iteration the GPU spent in kernels; low means the host's launches set the pace);
 * ours: ``ratio_to_plain_step`` (seconds per iteration / seconds per plain network-weight step), the
   warm-up seconds (with ``--compile``: what compiling cost) and the supernet's size;
 * ``ratios``: images/s (original seconds / ours), peak memory (ours / original), and the peak memory
@@ -57,8 +59,8 @@ sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent / "cnn")]
 import core_path  # noqa: E402,F401  (core/ on the import path)
 import cli  # noqa: E402
 import original_darts  # noqa: E402
-from measure import (BenchError, interleaved_rounds, machine, projection, ratios, rss_mb, run_child,  # noqa: E402
-                     set_threads, summary, time_steps)
+from measure import (BenchError, gpu_busy, interleaved_rounds, machine, projection, ratios, rss_mb,  # noqa: E402
+                     run_child, set_threads, summary, time_steps)
 from runtime import resolve_device  # noqa: E402
 
 ORIGINAL_VARIANTS = {"darts_first_order": False, "darts_second_order": True}   # variant -> the original's --unrolled
@@ -128,10 +130,13 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     xs = torch.randn(n, 3, side, side, device=device).contiguous(memory_format=fmt)
     ys = torch.randint(0, 10, (n,), device=device)
     engine.model.train()
-    timing = time_steps(lambda: engine.step((x, y), lambda: (xs, ys), True), device, args.warmup, args.iterations)
+    def iteration():
+        return engine.step((x, y), lambda: (xs, ys), True)
+
+    timing = time_steps(iteration, device, args.warmup, args.iterations)
     plain = time_steps(lambda: engine.step((x, y), lambda: (xs, ys), False), device, args.warmup, args.iterations)
     model = engine.model
-    return {**timing, "plain_step_seconds": round(plain["seconds_per_step"], 4),
+    return {**timing, **gpu_busy(iteration, device), "plain_step_seconds": round(plain["seconds_per_step"], 4),
             "ratio_to_plain_step": round(timing["seconds_per_step"] / plain["seconds_per_step"], 3),
             "rss_before_model_mb": round(rss_before, 1), "compile": args.compile,
             "supernet": {"params_M": round(sum(p.numel() for p in model.weight_parameters()) / 1e6, 4),

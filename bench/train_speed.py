@@ -17,7 +17,7 @@ other work slows both sides of a ratio alike; ``fastest_steps`` is the ratio of 
 fastest steps, the ones least slowed down by other work. Memory: on the CPU the peak resident set
 size of the child (interpreter and torch included, ``rss_before_model_mb`` says how much that is;
 ``ratios.peak_memory_less_rss_before_model`` compares the peaks with it subtracted), on CUDA the
-peak PyTorch allocated.
+peak PyTorch allocated. On CUDA also ``kernels_per_step`` and ``gpu_busy_fraction`` (measure.gpu_busy).
 
 Also printed: the projected wall time of the 600 epochs of DARTS's CIFAR-10 training (50,000 images
 per epoch) at the measured images/s, a projection from the timed steps only (no data loading, no
@@ -35,8 +35,8 @@ sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent / "cnn")]
 import core_path  # noqa: E402,F401  (core/ on the import path)
 import cli  # noqa: E402
 import original_darts  # noqa: E402
-from measure import (interleaved_rounds, machine, projection, ratios, rss_mb, run_child, set_threads,  # noqa: E402
-                     summary, time_steps)
+from measure import (gpu_busy, interleaved_rounds, machine, projection, ratios, rss_mb, run_child,  # noqa: E402
+                     set_threads, summary, time_steps)
 
 EPOCHS, IMAGES_PER_EPOCH = 600, 50_000
 
@@ -85,10 +85,13 @@ def measure_ours(args: argparse.Namespace) -> dict:
     criterion = nn.CrossEntropyLoss()
     x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
-    timing = time_steps(lambda: train_step(net, x, y, optimizer, criterion, precision, auxiliary_weight=0.4,
-                                           grad_clip=5.0), device, args.warmup, args.iterations)
+    def step():
+        return train_step(net, x, y, optimizer, criterion, precision, auxiliary_weight=0.4, grad_clip=5.0)
+
+    timing = time_steps(step, device, args.warmup, args.iterations)
     return {"impl": "ours", "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous",
             "amp": str(precision.dtype) if precision.enabled else None, "compile": args.compile, **timing,
+            **gpu_busy(step, device),
             "rss_before_model_mb": round(rss_before, 1)}
 
 

@@ -220,23 +220,9 @@ class SharedPointwise(torch.autograd.Function):
         grad_r = None
         for g, w in zip(grads, weights):
             if g is not None and ctx.needs_input_grad[0]:
-                grad_r = _add_pointwise_input_grad(grad_r, g, w)
+                grad_r = pointwise_conv(g, w.transpose(0, 1), add_to=grad_r)
         return grad_r, *(pointwise_weight_grad(g, r) if g is not None and need else None
                          for g, need in zip(grads, ctx.needs_input_grad[1:]))
-
-
-def _add_pointwise_input_grad(total: torch.Tensor | None, g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """total + the input gradient of ``pointwise_conv(x, weight)`` for the output gradient g, added in place
-    by the matrix product itself."""
-    if total is None:
-        return pointwise_conv(g, weight.transpose(0, 1))
-    (N, C, H, W), C_out = total.shape, g.shape[1]
-    w = weight.reshape(C_out, C)
-    if total.stride(1) == 1:
-        total.permute(0, 2, 3, 1).view(N * H * W, C).addmm_(g.permute(0, 2, 3, 1).reshape(N * H * W, C_out), w)
-    else:
-        total.view(N, C, H * W).baddbmm_(w.t().expand(N, C, C_out), g.reshape(N, C_out, H * W))
-    return total
 
 
 def relu_concat(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -42,10 +42,12 @@ class ModelError(UserError, ValueError):
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     """Zero whole samples with probability drop_prob and rescale the rest. The mask compares uniform draws
     with the keep probability (a Bernoulli draw) rather than calling bernoulli_(keep), whose probability
-    torch.compile would bake into the graph: compiled, a new probability each epoch would recompile."""
+    torch.compile would bake into the graph: compiled, a new probability each epoch would recompile. The
+    rescaling folds into the per-sample mask: one pass over x forward and backward, where x / keep * mask
+    made two."""
     keep = 1.0 - drop_prob
     mask = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep).to(x.dtype)
-    return x / keep * mask
+    return x * (mask / keep)
 
 
 class Cell(nn.Module):

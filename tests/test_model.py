@@ -158,6 +158,19 @@ def test_drop_path_is_random_in_training_and_off_in_eval():
     assert torch.equal(model(x)[0], model(x)[0])
 
 
+def test_drop_path_zeroes_whole_samples_and_rescales_the_rest():
+    torch.manual_seed(0)
+    x = torch.ones(4000, 2, 3, 3, requires_grad=True)
+    y = drop_path(x, 0.25)
+    per_sample = y.detach().flatten(1)
+    assert torch.equal(per_sample.amin(1), per_sample.amax(1))          # one factor per sample
+    kept = per_sample[:, 0] > 0
+    assert torch.allclose(per_sample[kept], torch.full_like(per_sample[kept], 1 / 0.75))
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.03
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())                               # d(x * factor)/dx = factor
+
+
 def test_a_concatenated_node_without_usable_input_contributes_zeros():
     # node 3 is listed first, but its only source (node 2) is computed after it: it gets no input
     text = ("Genotype_nested(genes=[[('sep_conv_3x3', 3, 2), ('sep_conv_3x3', 2, 0)]], "

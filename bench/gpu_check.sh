@@ -16,16 +16,17 @@
 #    epoch), gathered under "search" at the top of OUT;
 # 2. pytest -m cuda (tests/test_cuda.py): AMP bf16 and fp16 steps against fp32, compiled training steps and
 #    search iterations against eager, --data_on_device batches on the GPU against the CPU's;
-# 3. bench/train_speed.py on CUDA (DARTS_V2, C=36, 20 cells, auxiliary head, batch 96, DARTS's
-#    training batch): channels_last in fp32 and with AMP, contiguous in fp32; with ORIGINAL=<the original
-#    DARTS cnn/ folder> in the environment, the original code too;
+# 3. the search's first order in contiguous layout and with the plain modules instead of the lean path
+#    (--plain_ops), between bench/train_speed.py's runs on CUDA (DARTS_V2, C=36, 20 cells, auxiliary head,
+#    batch 96, DARTS's training batch): channels_last in fp32 and with AMP, contiguous in fp32; with
+#    ORIGINAL=<the original DARTS cnn/ folder> in the environment, the original code too;
 # 4. what compiles (minutes each, never measured on a GPU yet; their warm-up seconds are in the reports):
 #    the search's first order with --compile in fp32, the training step with AMP and --compile, the
 #    search's first order with AMP and --compile.
 #
 # OUT holds one JSON object: the test counts and every bench report. GPU_CHECK_LOGS=DIR keeps each part's
-# stdout, stderr and exit status in DIR (by default they go with a temporary folder). Without CUDA the script says so,
-# writes {"cuda": false, ...} and exits 0. A part that fails or runs out of time is recorded as such
+# stdout, stderr and exit status in DIR (by default they go with a temporary folder). Without CUDA the
+# script says so, writes {"cuda": false, ...} and exits 0. A part that fails or runs out of time is recorded as such
 # and the others still run; the exit status is 1 if any part failed or timed out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,13 +70,15 @@ part() {   # part NAME SECONDS COMMAND...: run COMMAND within SECONDS and the bu
 }
 
 search=(python bench/search_speed.py --device cuda --batch_size 64 --layers 8 --init_channels 16 --iterations 5)
-part search_fp32_eager 100 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order
-part pytest 200 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
+part search_fp32_eager 90 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order
+part pytest 170 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
 part search_bf16_eager 60 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order --amp
+part search_fp32_contiguous 40 "${search[@]}" --warmup 2 --strategies darts_first_order --memory_format contiguous
 bench=(python bench/train_speed.py --device cuda --batch_size 96 --rounds 1 --iterations 10 --warmup 3
        ${ORIGINAL:+--original "$ORIGINAL"})
 part train_fp32_channels_last 40 "${bench[@]}" --memory_format channels_last
 part train_amp_channels_last 40 "${bench[@]}" --memory_format channels_last --amp
+part search_fp32_plain_ops 40 "${search[@]}" --warmup 2 --strategies darts_first_order --plain_ops
 part train_fp32_contiguous 40 "${bench[@]}" --memory_format contiguous
 part search_fp32_compiled 300 "${search[@]}" --warmup 3 --strategies darts_first_order --compile
 part train_amp_compiled 300 "${bench[@]}" --memory_format channels_last --amp --compile

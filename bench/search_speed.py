@@ -50,6 +50,7 @@ sharpDARTS rule, see train_search.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -92,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="ours: torch.compile the supernet, as train_search.py --compile (the warm-up iterations "
                         "compile it; warmup_seconds says what that cost)")
+    p.add_argument("--memory_format", choices=("auto", "channels_last", "contiguous"), default="auto",
+                   help="ours: the supernet's memory format, as train_search.py --memory_format")
+    p.add_argument("--plain_ops", action="store_true",
+                   help="ours: run the mixed ops as their plain modules (cnn/lean_ops.py's plain()), to measure "
+                        "what the lean path gains on this device")
     p.add_argument("--threads", type=cli.positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--strategies", nargs="+", default=None, choices=list(strategies()),
                    help="default: every variant, or with --original darts_first_order and darts_second_order")
@@ -111,6 +117,7 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     """One strategy, in this process."""
     import torch
 
+    import lean_ops
     import train_search
     from runtime import Precision
 
@@ -122,7 +129,8 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     strategy, _ = train_search.make_strategy(train_search.parse_args(flags))
     torch.manual_seed(0)
     rss_before = rss_mb()
-    engine = train_search.build_engine(strategy, 10, "cifar", device, precision, compile=args.compile)
+    engine = train_search.build_engine(strategy, 10, "cifar", device, precision, args.memory_format,
+                                       compile=args.compile)
     fmt = engine.memory_format
     n, side = args.batch_size, args.image_size
     x = torch.randn(n, 3, side, side, device=device).contiguous(memory_format=fmt)
@@ -130,13 +138,18 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     xs = torch.randn(n, 3, side, side, device=device).contiguous(memory_format=fmt)
     ys = torch.randint(0, 10, (n,), device=device)
     engine.model.train()
+
     def iteration():
         return engine.step((x, y), lambda: (xs, ys), True)
 
-    timing = time_steps(iteration, device, args.warmup, args.iterations)
-    plain = time_steps(lambda: engine.step((x, y), lambda: (xs, ys), False), device, args.warmup, args.iterations)
+    with lean_ops.plain() if args.plain_ops else contextlib.nullcontext():
+        timing = time_steps(iteration, device, args.warmup, args.iterations)
+        plain = time_steps(lambda: engine.step((x, y), lambda: (xs, ys), False), device, args.warmup,
+                           args.iterations)
+        busy = gpu_busy(iteration, device)
     model = engine.model
-    return {**timing, **gpu_busy(iteration, device), "plain_step_seconds": round(plain["seconds_per_step"], 4),
+    return {**timing, **busy, "plain_step_seconds": round(plain["seconds_per_step"], 4),
+            "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous",
             "ratio_to_plain_step": round(timing["seconds_per_step"] / plain["seconds_per_step"], 3),
             "rss_before_model_mb": round(rss_before, 1), "compile": args.compile,
             "supernet": {"params_M": round(sum(p.numel() for p in model.weight_parameters()) / 1e6, 4),
@@ -178,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
               "config": {"device": args.device, "batch_size": args.batch_size, "layers": args.layers,
                          "init_channels": args.init_channels, "image_size": args.image_size, "rounds": args.rounds,
                          "iterations": args.iterations, "warmup": args.warmup, "amp": args.amp,
-                         "compile": args.compile, "threads": args.threads, "original": args.original},
+                         "compile": args.compile, "memory_format": args.memory_format, "plain_ops": args.plain_ops,
+                         "threads": args.threads, "original": args.original},
               "results": {}, "projected_search": {}}
     for name in args.strategies:
         try:

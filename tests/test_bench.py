@@ -30,6 +30,19 @@ def test_train_speed_reports_steps_memory_and_projection():
     assert report["config"]["threads"] == 1 and "original" not in report
 
 
+def test_search_speed_runs_plain_ops_in_the_memory_format_asked_for():
+    done = subprocess.run([sys.executable, "bench/search_speed.py", "--device", "cpu", "--threads", "1",
+                           "--init_channels", "4", "--layers", "2", "--batch_size", "2", "--image_size", "8",
+                           "--iterations", "1", "--warmup", "0", "--strategies", "darts_first_order",
+                           "--memory_format", "contiguous", "--plain_ops"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + done.stdout
+    report = json.loads(done.stdout)
+    assert report["config"]["plain_ops"] and report["config"]["memory_format"] == "contiguous"
+    (run,) = report["results"]["darts_first_order"]["ours"]["runs"]
+    assert run["memory_format"] == "contiguous" and run["seconds_per_step"] > 0 and run["plain_step_seconds"] > 0
+
+
 def test_search_speed_times_the_original_darts_side_by_side():
     if not (ORIGINAL / "model_search.py").is_file():
         pytest.skip(f"no original DARTS cnn/ folder at {ORIGINAL} (set DARTS_ORIGINAL_CNN to one)")

@@ -63,6 +63,7 @@ import original_darts  # noqa: E402
 from measure import (BenchError, gpu_busy, interleaved_rounds, machine, projection, ratios, rss_mb,  # noqa: E402
                      run_child, set_threads, summary, time_steps)
 from runtime import resolve_device  # noqa: E402
+from training import MEMORY_FORMATS  # noqa: E402
 
 ORIGINAL_VARIANTS = {"darts_first_order": False, "darts_second_order": True}   # variant -> the original's --unrolled
 SEARCH_EPOCHS, SEARCH_ITERATIONS, SEARCH_BATCH = 50, 391, 64     # DARTS's CIFAR-10 search: 25,000 images per epoch
@@ -93,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="ours: torch.compile the supernet, as train_search.py --compile (the warm-up iterations "
                         "compile it; warmup_seconds says what that cost)")
-    p.add_argument("--memory_format", choices=("auto", "channels_last", "contiguous"), default="auto",
+    p.add_argument("--memory_format", choices=MEMORY_FORMATS, default="auto",
                    help="ours: the supernet's memory format, as train_search.py --memory_format")
     p.add_argument("--plain_ops", action="store_true",
                    help="ours: run the mixed ops as their plain modules (cnn/lean_ops.py's plain()), to measure "

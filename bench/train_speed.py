@@ -85,6 +85,7 @@ def measure_ours(args: argparse.Namespace) -> dict:
     criterion = nn.CrossEntropyLoss()
     x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
+
     def step():
         return train_step(net, x, y, optimizer, criterion, precision, auxiliary_weight=0.4, grad_clip=5.0)
 

@@ -30,8 +30,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 from operations import (DepthwiseConv2d, FactorizedReduce, PointwiseConv2d, ReLUFirst, depthwise_conv,
-                        depthwise_conv_backward, factorized_halves, factorized_halves_backward, pointwise_conv,
-                        pointwise_weight_grad)
+                        depthwise_conv_backward, factorized_halves, factorized_halves_backward, memory_layout,
+                        pointwise_conv, pointwise_weight_grad)
 
 aten = torch.ops.aten
 
@@ -237,7 +237,7 @@ class ReLUConcat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *parts):
         y = torch.cat(parts, dim=1).relu_()
-        ctx.widths, ctx.layouts = [p.shape[1] for p in parts], [_layout(p) for p in parts]
+        ctx.widths, ctx.layouts = [p.shape[1] for p in parts], [memory_layout(p) for p in parts]
         ctx.save_for_backward(y)
         return y
 
@@ -282,11 +282,7 @@ def _normalize(z: torch.Tensor, bn: nn.BatchNorm2d, weight=None, bias=None) -> t
 
 def _dense(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`grad` dense in like's memory layout: oneDNN's BatchNorm backward is many times slower otherwise."""
-    return grad.contiguous(memory_format=_layout(like))
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and not x.is_contiguous() else torch.contiguous_format
+    return grad.contiguous(memory_format=memory_layout(like))
 
 
 def _norm_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float,

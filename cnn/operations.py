@@ -229,7 +229,7 @@ def _to_phases(x: torch.Tensor, d: int) -> torch.Tensor:
     """(N, C, H, W) -> (d*d*N, C, H/d, W/d): pixel (i, j) of phase (a, b) is x[..., d*i + a, d*j + b];
     in x's memory layout (channels_last stays channels_last)."""
     N, C, H, W = x.shape
-    if _layout(x) == torch.channels_last:
+    if memory_layout(x) == torch.channels_last:
         t = x.permute(0, 2, 3, 1).reshape(N, H // d, d, W // d, d, C).permute(2, 4, 0, 1, 3, 5)
         return t.reshape(d * d * N, H // d, W // d, C).permute(0, 3, 1, 2)
     t = x.reshape(N, C, H // d, d, W // d, d).permute(3, 5, 0, 1, 2, 4)
@@ -245,7 +245,8 @@ def concat_channels(parts: list[torch.Tensor]) -> torch.Tensor:
     return _ConcatChannels.apply(*parts)
 
 
-def _layout(x: torch.Tensor) -> torch.memory_format:
+def memory_layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format x is dense in: channels_last, else contiguous."""
     return torch.channels_last if x.dim() == 4 and not x.is_contiguous() and \
         x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
@@ -254,7 +255,7 @@ class _ConcatChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *parts: torch.Tensor) -> torch.Tensor:
         ctx.widths = [x.shape[1] for x in parts]
-        ctx.layouts = [_layout(x) for x in parts]
+        ctx.layouts = [memory_layout(x) for x in parts]
         return torch.cat(parts, dim=1)
 
     @staticmethod

@@ -65,12 +65,12 @@ def measure_ours(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn as nn
     from model import ModelSpec
-    from runtime import Precision, compile_module, resolve_device, tune_convolutions
+    from runtime import Precision, compile_module, resolve_device, tune_runtime
     from training import make_optimizer, memory_format, train_step
 
     set_threads(args.threads)
     device = resolve_device(args.device)
-    tune_convolutions(device)
+    tune_runtime(device)
     fmt = memory_format(args.memory_format, device)
     precision = Precision(device, args.amp)
     rss_before = rss_mb()

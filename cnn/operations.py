@@ -105,7 +105,8 @@ def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, add_to: torch.Tensor |
 
     Why: on a CPU, oneDNN's 1x1 kernels are up to 2x slower than the product at the widths of a search
     (C=16-64), forward and backward; a DARTS training step runs ~4% faster with it. Autograd
-    differentiates it like any product, twice too (the exact hypergradient).
+    differentiates it like any product, twice too (the exact hypergradient). The weight goes to MKL as a
+    dense (C, C_out) matrix: with the transposed view its product runs 12-40% slower at these shapes.
     """
     (N, C, H, W), C_out = x.shape, weight.shape[0]
     w = weight.reshape(C_out, C)
@@ -113,8 +114,8 @@ def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, add_to: torch.Tensor |
         # channels innermost (channels_last): the pixels are rows of an (N*H*W, C) matrix
         rows = x.permute(0, 2, 3, 1).reshape(N * H * W, C)
         if add_to is None:
-            return (rows @ w.t()).view(N, H, W, C_out).permute(0, 3, 1, 2)
-        add_to.permute(0, 2, 3, 1).view(N * H * W, C_out).addmm_(rows, w.t())
+            return (rows @ w.t().contiguous()).view(N, H, W, C_out).permute(0, 3, 1, 2)
+        add_to.permute(0, 2, 3, 1).view(N * H * W, C_out).addmm_(rows, w.t().contiguous())
         return add_to
     if add_to is None:
         return torch.bmm(w.expand(N, C_out, C), x.reshape(N, C, H * W)).view(N, C_out, H, W)

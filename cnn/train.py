@@ -40,7 +40,7 @@ from run_cost import RunCost
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
 from sampling import EvalShard, SeededSamples, ShardedOrder
 from runtime import (Precision, check_finite_weights, compile_module, resolve_device, seed_epoch, seed_everything,
-                     tune_convolutions)
+                     tune_runtime)
 from training import LR_SCHEDULES, MEMORY_FORMATS, evaluate, lr_scheduler, make_optimizer, memory_format, train_epoch
 
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "dist_timeout", "compile")
@@ -170,7 +170,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
     cost = RunCost(device, ctx.world_size, args.seed, "selection" if args.selection_run else "training")
     batch = ctx.per_rank_batch(args.batch_size)
     precision = Precision(device, args.amp)
-    tune_convolutions(device)
+    tune_runtime(device)
     fmt = memory_format(args.memory_format, device)
     seed_everything(args.seed)
     info = dataset_info(args.dataset)

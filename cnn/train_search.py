@@ -87,7 +87,7 @@ from paths import GENOTYPES_DIR, REPO_ROOT
 from run_dir import create_run_dir, record_invocation, setup_logger
 from run_cost import RunCost
 from runtime import (DIVERGENCE_ADVICE, DivergenceWatch, Precision, check_finite_weights, compile_module, progress,
-                     resolve_device, seed_epoch, seed_everything, tune_convolutions)
+                     resolve_device, seed_epoch, seed_everything, tune_runtime)
 from sampling import EvalShard, SeededSamples, ShardedOrder
 from search_run import GENOTYPE_MARK, STOPPED, EpochRecord, check_genotype_name, run_epochs, write_result
 from strategies import OPTIONS, STRATEGIES, SelectionContext
@@ -365,7 +365,7 @@ def build_engine(strategy: CellStrategy, num_classes: int, network: str, device:
     (shared with bench/search_speed.py, so that the benchmark measures what the search runs).
     `compile` compiles the supernet's forward in place: the architect's steps, the network step and
     evaluation all call it, the second-order step through functional_call."""
-    tune_convolutions(device)
+    tune_runtime(device)
     fmt = memory_format(memory_format_name, device)
     model = strategy.build_supernet(num_classes, network, stored_spec).to(device, memory_format=fmt)
     if sync_bn:

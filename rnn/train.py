@@ -34,7 +34,7 @@ from lm_training import (DIVERGENCE_ADVICE, averaged_weights, evaluate, make_opt
 from metrics import count_parameters
 from recurrent_model import Dropouts, LanguageModelSpec, resolve_genotype
 from run_dir import create_run_dir, record_invocation, setup_logger, write_json
-from runtime import Precision, check_finite_weights, resolve_device, seed_epoch, seed_everything
+from runtime import Precision, check_finite_weights, resolve_device, seed_epoch, seed_everything, tune_runtime
 from sampling import mix_seed
 
 RESUME_OVERRIDABLE = ("device", "data", "resume", "stop_epoch", "dist_timeout", "log_interval")
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args, state, run_dir = resume_arguments(parse_args(argv), parse_args([]), "lm_train", RESUME_OVERRIDABLE,
                                             RESUME_REQUIRED)
     with process_group(resolve_device(args.device), args.dist_timeout) as (ctx, device):
+        tune_runtime(device)
         train(args, state, run_dir, ctx, device)
 
 

@@ -41,7 +41,8 @@ from metrics import RunningSum
 from recurrent_model import Dropouts
 from recurrent_search import SEARCH_PRIMITIVES, RNNModelSearch, language_model_objective
 from run_dir import create_run_dir, record_invocation, setup_logger
-from runtime import DivergenceWatch, Precision, check_finite_weights, resolve_device, seed_epoch, seed_everything
+from runtime import (DivergenceWatch, Precision, check_finite_weights, resolve_device, seed_epoch, seed_everything,
+                     tune_runtime)
 from sampling import mix_seed
 from search_run import GENOTYPE_MARK, STOPPED, EpochRecord, check_genotype_name, run_epochs, write_result
 from weight_report import WeightTable, log_tables, tensorboard_tables
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     args, state, run_dir = resume_arguments(parse_args(argv), parse_args([]), "lm_search", RESUME_OVERRIDABLE,
                                             RESUME_REQUIRED)
     with process_group(resolve_device(args.device), args.dist_timeout) as (ctx, device):
+        tune_runtime(device)
         search(args, state, run_dir, ctx, device)
 
 

@@ -79,7 +79,7 @@ def test_compiled_search_iterations_agree_with_eager():
     assert_same_search(got, search_iterations(search_engine(False, None, device)), rtol=1e-3, atol=1e-4)
 
 
-def test_a_cuda_search_lets_cudnn_pick_its_fastest_convolutions():
+def test_a_cuda_search_lets_cudnn_pick_its_fastest_convolutions():  # runtime.tune_runtime
     torch.backends.cudnn.benchmark = False
     search_engine(False, None, torch.device("cuda"))
     assert torch.backends.cudnn.benchmark

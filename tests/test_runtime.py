@@ -1,0 +1,38 @@
+"""Process-wide runtime settings (runtime.tune_runtime), each checked in a process of its own."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Page faults of filling a 64 MB tensor (above the 32 MB up to which glibc raises its threshold for
+# mapping a block afresh) for the second time: before and after keep_freed_memory().
+_REFAULTS = """
+import json, resource, sys
+sys.path.insert(0, "core")
+import torch
+from runtime import keep_freed_memory
+
+def refaults():
+    torch.empty(16 << 20).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 << 20).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+default = refaults()
+kept = keep_freed_memory()
+print(json.dumps({"kept": kept, "default": default, "after": refaults()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_cpu_step_reuses_the_memory_the_last_one_freed():
+    done = subprocess.run([sys.executable, "-c", _REFAULTS], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    faults = json.loads(done.stdout.strip().splitlines()[-1])
+    assert faults["kept"]
+    assert faults["default"] > 15_000      # 64 MB of 4 kB pages, faulted in again
+    assert faults["after"] < 1_000

@@ -13,7 +13,8 @@ from architect import Architect, ArchConfig
 from genotypes import PRIMITIVE_SETS
 from model import ModelSpec
 from model_search import MixedOp, SearchNetwork, make_spec
-from operations import FactorizedReduce, SepConv, depthwise_conv, pointwise_conv, pointwise_weight_grad
+from operations import (FactorizedReduce, SepConv, depthwise_conv, depthwise_conv_backward, pointwise_conv,
+                        pointwise_weight_grad)
 from runtime import Precision
 from test_search import _second_order_setup
 
@@ -36,6 +37,25 @@ def test_depthwise_conv_equals_torchs_convolution(fmt, kernel, dilation, stride,
     assert torch.allclose(ours, plain, rtol=1e-12, atol=1e-12)
     for a, b in zip(torch.autograd.grad(ours, (x, w), g), torch.autograd.grad(plain, (x, w), g)):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fmt, kernel, dilation, stride, dtype", itertools.product(
+    FORMATS, (3, 5, 7), (1, 2), (1, 2), (torch.float64, torch.float32)))
+def test_depthwise_backward_equals_torchs(fmt, kernel, dilation, stride, dtype):
+    """The lean functions' depthwise backward (dilated ones by phases, wide kernels' weight gradient 3
+    columns at a time in channels_last) against aten's, on outputs 8-17 pixels wide, for every `need`."""
+    torch.manual_seed(0)
+    C, padding = 6, dilation * (kernel - 1) // 2
+    x = torch.randn(3, C, 16, 34, dtype=dtype).contiguous(memory_format=FORMATS[fmt])
+    w = torch.randn(C, 1, kernel, kernel, dtype=dtype)
+    g = torch.randn_like(F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=C))
+    want = torch.ops.aten.convolution_backward(g, x, w, None, [stride] * 2, [padding] * 2, [dilation] * 2, False,
+                                               [0, 0], C, [True, True, False])[:2]
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    for need in ((True, True), (True, False), (False, True)):
+        for got, expected, needed in zip(depthwise_conv_backward(g, x, w, stride, padding, dilation, need), want,
+                                         need):
+            assert got is None if not needed else torch.allclose(got, expected, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("fmt, batch, strided", itertools.product(FORMATS, (0, 3), (False, True)))

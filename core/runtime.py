@@ -59,7 +59,9 @@ def keep_freed_memory() -> bool:
     By default glibc gives a large block (above a threshold it raises with use, to at most 32 MB) pages
     mapped for it alone and unmaps them when it is freed, so every step faults in again, page by page,
     memory that the previous step freed: ~85,000 page faults in a DARTS_V2 training step at batch 32,
-    ~6% of its time on a CPU. The process keeps its peak size instead (the peak itself moved by <7%)."""
+    ~6% of its time on a CPU. The process keeps its peak size instead (the peak itself moved by <7%);
+    a repeated same-size block can first grow the heap by a few blocks until freed ones merge (measured
+    for 64 MB blocks: 2-5, then reuse)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError, TypeError):

@@ -160,14 +160,14 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: 
     C, k = weight.shape[0], weight.shape[-1]
     if _phased(weight, padding, dilation) and stride == dilation:
         return F.conv2d(x[:, :, ::dilation, ::dilation], weight, padding=(k - 1) // 2, groups=C)
-    if _phased(weight, padding, dilation) and stride == 1 and torch.is_grad_enabled() and _phases_pay(x):
+    if _phased(weight, padding, dilation) and stride == 1 and torch.is_grad_enabled() and _onednn_workarounds_apply(x):
         return _DilatedDepthwise.apply(x, weight, padding, dilation)
     return F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=C)
 
 
-def _phases_pay(x: torch.Tensor) -> bool:
-    """Whether the phased backward applies: on a CPU (cuDNN's dilated backward is not slow) and outside
-    autocast (the backward's convolutions would meet the bf16 gradient with the fp32 weight)."""
+def _onednn_workarounds_apply(x: torch.Tensor) -> bool:
+    """Whether the faster depthwise backwards (phases, columns) apply: on a CPU (cuDNN's kernels are not
+    slow there) and outside autocast (their convolutions would meet the bf16 gradient with the fp32 weight)."""
     return x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
 
 
@@ -216,11 +216,11 @@ def _undilated_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
     """(input gradient, weight gradient) of an undilated depthwise convolution, each only if `need` says
     so; a wide kernel's weight gradient by columns where that pays (``_weight_grad_by_columns``)."""
     by_columns = need[1] and _columns_pay(grad, weight)
+    native = [need[0], need[1] and not by_columns, False]
     g_x = g_w = None
-    if need[0] or (need[1] and not by_columns):
+    if any(native):
         g_x, g_w, _ = torch.ops.aten.convolution_backward(grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1],
-                                                          False, [0, 0], weight.shape[0],
-                                                          [need[0], need[1] and not by_columns, False])
+                                                          False, [0, 0], weight.shape[0], native)
     if by_columns:
         g_w = _weight_grad_by_columns(grad, x, weight, stride, padding)
     return g_x, g_w
@@ -232,8 +232,8 @@ _COLUMNS = 3      # the widest depthwise kernel whose weight gradient oneDNN run
 def _columns_pay(grad: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``_weight_grad_by_columns`` pays: a kernel wider than 3 columns, on a CPU outside autocast,
     in channels_last, and an output at least 8 pixels wide (at 4 it measured slower than the whole kernel)."""
-    return weight.shape[-1] > _COLUMNS and grad.shape[-1] >= 8 and grad.device.type == "cpu" \
-        and memory_layout(grad) == torch.channels_last and not torch.is_autocast_enabled("cpu")
+    return weight.shape[-1] > _COLUMNS and grad.shape[-1] >= 8 and memory_layout(grad) == torch.channels_last \
+        and _onednn_workarounds_apply(grad)
 
 
 def _weight_grad_by_columns(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int,

@@ -62,7 +62,7 @@ def time_steps(step: Callable[[], object], device: torch.device, warmup: int, it
     seconds, cpu_seconds = zip(*[timed() for _ in range(iterations)])
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mb()
     return {"seconds_per_step": statistics.median(seconds), "cpu_seconds_per_step": statistics.median(cpu_seconds),
-            "all_seconds": [round(s, 4) for s in seconds], "warmup_seconds": [round(s, 3) for s in warmup_seconds],
+            "all_seconds": [round(s, 6) for s in seconds], "warmup_seconds": [round(s, 3) for s in warmup_seconds],
             "peak_memory_mb": round(peak, 1)}
 
 
@@ -84,8 +84,8 @@ def gpu_busy(step: Callable[[], object], device: torch.device) -> dict:
         wall = time.perf_counter() - started
     kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
     busy = sum(e.device_time for e in kernels) / 1e6
-    return {"kernels_per_step": len(kernels), "kernel_seconds_per_step": round(busy, 4),
-            "profiled_step_seconds": round(wall, 4), "gpu_busy_fraction": round(busy / wall, 3)}
+    return {"kernels_per_step": len(kernels), "kernel_seconds_per_step": round(busy, 6),
+            "profiled_step_seconds": round(wall, 6), "gpu_busy_fraction": round(busy / wall, 3)}
 
 
 def projection(images_per_s: float, epochs: int, images_per_epoch: int) -> dict:
@@ -129,8 +129,8 @@ def summary(runs: list[dict], batch_size: int) -> dict:
         return statistics.median(r[key] for r in runs)
 
     seconds = median("seconds_per_step")
-    result = {"seconds_per_step": round(seconds, 4), "images_per_s": round(batch_size / seconds, 3),
-              "cpu_seconds_per_step": round(median("cpu_seconds_per_step"), 4),
+    result = {"seconds_per_step": round(seconds, 6), "images_per_s": round(batch_size / seconds, 3),
+              "cpu_seconds_per_step": round(median("cpu_seconds_per_step"), 6),
               "fastest_step_seconds": min(s for r in runs for s in r["all_seconds"]),
               "peak_memory_mb": median("peak_memory_mb")}
     for key in ("rss_before_model_mb", "kernels_per_step", "gpu_busy_fraction"):

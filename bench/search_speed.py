@@ -149,7 +149,7 @@ def measure(args: argparse.Namespace, name: str) -> dict:
                            args.iterations)
         busy = gpu_busy(iteration, device)
     model = engine.model
-    return {**timing, **busy, "plain_step_seconds": round(plain["seconds_per_step"], 4),
+    return {**timing, **busy, "plain_step_seconds": round(plain["seconds_per_step"], 6),
             "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous",
             "ratio_to_plain_step": round(timing["seconds_per_step"] / plain["seconds_per_step"], 3),
             "rss_before_model_mb": round(rss_before, 1), "compile": args.compile,

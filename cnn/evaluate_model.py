@@ -21,7 +21,7 @@ from model import ModelSpec, load_model_weights
 from multichannel import PathSpec
 from operations import OPS
 from paths import REPO_ROOT
-from runtime import Precision, resolve_device
+from runtime import Precision, resolve_device, tune_runtime
 from training import evaluate
 
 
@@ -72,6 +72,7 @@ def resolve_spec(args: argparse.Namespace, stored: dict | None, weights: dict, n
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    tune_runtime(device)
     state = load_checkpoint(args.model_path)
     weights = model_state_dict(state)
     stored = state.get("spec") if isinstance(state.get("spec"), dict) else None

@@ -36,8 +36,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def tune_runtime(device: torch.device) -> None:
-    """Process-wide settings that make the same steps faster, called once by the training and search
-    scripts (and the benchmarks) before their models.
+    """Process-wide settings that make the same steps faster, called once by the training, search and
+    evaluation scripts (and the benchmarks) before their models.
 
     On CUDA, cuDNN times its algorithms at each new convolution shape and keeps the fastest, as the
     original DARTS code does: a CNN's shapes are fixed, and a DARTS search iteration ran 1.7x faster with

@@ -21,7 +21,7 @@ from lm_training import evaluate, perplexity
 from metrics import count_parameters
 from paths import REPO_ROOT
 from recurrent_model import Dropouts, LanguageModelSpec, resolve_genotype
-from runtime import Precision, resolve_device
+from runtime import Precision, resolve_device, tune_runtime
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +63,7 @@ def resolve_spec(args: argparse.Namespace, state: dict, weights: dict, words: in
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    tune_runtime(device)
     state = load_checkpoint(args.model_path)
     weights = model_state_dict(state)
     corpus = load_corpus(args.data)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
+import lanes
 from operations import (DepthwiseConv2d, FactorizedReduce, PointwiseConv2d, ReLUFirst, depthwise_conv,
                         depthwise_conv_backward, factorized_halves, factorized_halves_backward, memory_layout,
                         pointwise_conv, pointwise_weight_grad)
@@ -377,19 +379,21 @@ class LeanEdge(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, steps, *params):
         relu_x = F.relu(x)
-        out, kept, eps, p = None, [], [], 0
-        for k, step in steps:
-            n = _n_params(step)
+        spans = _param_spans(steps)
+
+        def step_forward(i: int) -> tuple:
+            step, ps = steps[i][1], params[spans[i]]
             if isinstance(step, ConvChain):
-                y, chain_kept = _chain_forward(relu_x, step, params[p:p + n])
-                kept += chain_kept
-                eps += [bn.eps for bn in step.norms]
-            else:
-                y, mean, invstd = _normalize(step.pre_norm(relu_x, params[p:p + n]), step.norm)
-                kept += [None, mean, invstd]     # the pre-BatchNorm tensor is recomputed in backward
-                eps.append(step.norm.eps)
-            p += n
+                y, kept = _chain_forward(relu_x, step, ps)
+                return y, kept, [bn.eps for bn in step.norms]
+            y, mean, invstd = _normalize(step.pre_norm(relu_x, ps), step.norm)
+            return y, [None, mean, invstd], [step.norm.eps]     # the pre-BatchNorm tensor is recomputed in backward
+
+        out, kept, eps = None, [], []
+        for (k, _), (y, step_kept, step_eps) in zip(steps, _in_lanes(step_forward, steps, x)):
             out = y * w[k] if out is None else out.addcmul_(y, w[k])
+            kept += step_kept
+            eps += step_eps
         ctx.steps, ctx.eps = steps, eps
         ctx.save_for_backward(x, w, *params, *kept)
         return out
@@ -398,31 +402,55 @@ class LeanEdge(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, w, *rest = ctx.saved_tensors
+        steps = ctx.steps
         n_params = len(rest) - 3 * len(ctx.eps)
-        params, kept = rest[:n_params], iter(rest[n_params:])
-        needs = ctx.needs_input_grad[3:]
-        eps = iter(ctx.eps)
+        params, kept = rest[:n_params], rest[n_params:]
+        spans, needs = _param_spans(steps), ctx.needs_input_grad[3:]
+        firsts = [0]      # each step's first BatchNorm among the kept statistics and eps
+        for _, step in steps:
+            firsts.append(firsts[-1] + (len(step.depthwise) if isinstance(step, ConvChain) else 1))
         grad = _dense(grad, x)
-        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
         # The ReLU'd input is read by weight gradients and by FactorizedReduce's recomputation only.
-        relu_x = F.relu(x) if any(needs) or any(isinstance(s, Reduce) for _, s in ctx.steps) else None
-        grad_r, grad_params, p = None, [], 0
-        for k, step in ctx.steps:
-            n = _n_params(step)
+        relu_x = F.relu(x) if any(needs) or any(isinstance(s, Reduce) for _, s in steps) else None
+
+        def step_backward(i: int) -> tuple:
+            (k, step), ps, need = steps[i], params[spans[i]], needs[spans[i]]
+            norms = range(firsts[i], firsts[i + 1])
+            eps = [ctx.eps[j] for j in norms]
             if isinstance(step, ConvChain):
-                saved = [(next(kept), next(kept), next(kept)) for _ in step.norms]
-                g_r, g_params, dot = _chain_backward(grad, w[k], step, saved, [next(eps) for _ in step.norms], x,
-                                                     relu_x, params[p:p + n], needs[p:p + n])
-            else:
-                _, mean, invstd = next(kept), next(kept), next(kept)
-                g_r, g_params, dot = step.pre_norm_backward(grad, relu_x, params[p:p + n], needs[p:p + n],
-                                                            (mean, invstd, next(eps), w[k]))
+                saved = [tuple(kept[3 * j:3 * j + 3]) for j in norms]
+                return _chain_backward(grad, w[k], step, saved, eps, x, relu_x, ps, need)
+            _, mean, invstd = kept[3 * firsts[i]:3 * firsts[i] + 3]
+            return step.pre_norm_backward(grad, relu_x, ps, need, (mean, invstd, eps[0], w[k]))
+
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        grad_r, grad_params = None, []
+        for (k, _), (g_r, g_params, dot) in zip(steps, _in_lanes(step_backward, steps, x)):
             if grad_w is not None:
                 grad_w[k] = dot
             grad_r = _accumulate(grad_r, g_r)
             grad_params += g_params
-            p += n
         return aten.threshold_backward(grad_r, x, 0), grad_w, None, *grad_params
+
+
+def _param_spans(steps) -> list[slice]:
+    """Each step's slice of the parameters passed to LeanEdge."""
+    spans, p = [], 0
+    for _, step in steps:
+        spans.append(slice(p, p + _n_params(step)))
+        p = spans[-1].stop
+    return spans
+
+
+def _in_lanes(step_work, steps, x: torch.Tensor) -> list:
+    """``step_work(i)`` for each step i, in core/lanes.py's two lanes where they apply, the longest steps
+    first: most stages, then the widest kernel (a DARTS edge: sep_conv_5x5, 3x3, dil_conv_5x5, 3x3, then
+    FactorizedReduce)."""
+    def size(i: int) -> tuple[int, int]:
+        step = steps[i][1]
+        return (len(step.depthwise), step.depthwise[0].kernel_size[0]) if isinstance(step, ConvChain) else (0, 0)
+    order = sorted(range(len(steps)), key=size, reverse=True)
+    return lanes.run([partial(step_work, i) for i in range(len(steps))], order, x.device)
 
 
 class NormedPool(torch.autograd.Function):

@@ -101,8 +101,8 @@ def test_a_lean_edge_equals_its_plain_modules(family, stride, fmt, frozen, side)
     refs = [x, alphas] + ([] if frozen else list(plain.parameters()))
     for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(reference, refs, g)):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
-    for (name, a), b in zip(lean.named_buffers(), plain.buffers()):
-        assert torch.equal(a, b), name
+    for (name, a), b in zip(lean.named_buffers(), plain.buffers()):     # batch counts exactly
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
     assert sum(p is not None for p in lean._plans) == len(lean._active) - (1 if stride == 1 else 0)  # all but identity
 
 

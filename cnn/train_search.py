@@ -364,7 +364,7 @@ def build_engine(strategy: CellStrategy, num_classes: int, network: str, device:
     """Supernet, network optimizer and schedule, architect: everything one search iteration uses
     (shared with bench/search_speed.py, so that the benchmark measures what the search runs).
     `compile` compiles the supernet's forward in place: the architect's steps, the network step and
-    evaluation all call it, the second-order step through functional_call."""
+    evaluation all call it, the second-order step at its virtual weights."""
     tune_runtime(device)
     fmt = memory_format(memory_format_name, device)
     model = strategy.build_supernet(num_classes, network, stored_spec).to(device, memory_format=fmt)

@@ -18,10 +18,20 @@ if str(RNN_DIR) not in sys.path:
     sys.path.insert(2, str(RNN_DIR))
 
 
+def _torch_threads(n: int):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny networks run fastest on one thread (and are not slowed down by other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from _torch_threads(1)
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads on any machine: what core/lanes.py needs to run its two lanes."""
+    yield from _torch_threads(2)

@@ -14,14 +14,6 @@ from model_search import MixedOp
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def _meeting_tasks(n: int) -> tuple[list, list]:
     """n tasks that each wait for another task at a barrier (so they pass only if two run at once) and
     report (thread, torch threads, grad mode)."""

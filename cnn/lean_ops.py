@@ -15,7 +15,7 @@ Ops it knows: a chain of *stages* (depthwise conv, 1x1 conv, BatchNorm; a ReLU b
 ReLU, i.e. DARTS's and sharpDARTS's separable and dilated convolutions; a max or average pool followed
 by a non-affine BatchNorm (the search's pools); ``FactorizedReduce``. Other ops run as they are, outside
 the function. Training networks (cnn/model.py) run their chains, with affine BatchNorms, through
-``LeanChain`` the same way.
+``LeanChains`` the same way.
 """
 from __future__ import annotations
 
@@ -195,9 +195,10 @@ def normed_pool(x: torch.Tensor, head: NormedHead) -> torch.Tensor:
     return y
 
 
-def lean_chain(relu_x: torch.Tensor, chain: ConvChain) -> torch.Tensor:
-    """A planned chain's output on an input that is already ReLU'd (a training cell's shared ReLU)."""
-    return LeanChain.apply(relu_x, chain, *_params(chain))
+def lean_chains(inputs: list[torch.Tensor], chains: list[ConvChain]) -> tuple[torch.Tensor, ...]:
+    """Planned chains' outputs on inputs that are already ReLU'd (a training cell's shared ReLUs): one function
+    for the chains of a cell that can run at once, which run in core/lanes.py's lanes, backward too."""
+    return LeanChains.apply(tuple(chains), *inputs, *(t for chain in chains for t in _params(chain)))
 
 
 def shared_pointwise(r: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -443,14 +444,18 @@ def _param_spans(steps) -> list[slice]:
 
 
 def _in_lanes(step_work, steps, x: torch.Tensor) -> list:
-    """``step_work(i)`` for each step i, in core/lanes.py's two lanes where they apply, the longest steps
-    first: most stages, then the widest kernel (a DARTS edge: sep_conv_5x5, 3x3, dil_conv_5x5, 3x3, then
-    FactorizedReduce)."""
-    def size(i: int) -> tuple[int, int]:
-        step = steps[i][1]
-        return (len(step.depthwise), step.depthwise[0].kernel_size[0]) if isinstance(step, ConvChain) else (0, 0)
-    order = sorted(range(len(steps)), key=size, reverse=True)
+    """``step_work(i)`` for each step i, in core/lanes.py's two lanes where they apply."""
+    order = _longest_first([step for _, step in steps])
     return lanes.run([partial(step_work, i) for i in range(len(steps))], order, x.device)
+
+
+def _longest_first(plans: list) -> list[int]:
+    """Indices of planned chains and FactorizedReduces, the longest to compute first: most stages, then the
+    widest kernel (a DARTS edge: sep_conv_5x5, 3x3, dil_conv_5x5, 3x3, then FactorizedReduce)."""
+    def size(i: int) -> tuple[int, int]:
+        plan = plans[i]
+        return (len(plan.depthwise), plan.depthwise[0].kernel_size[0]) if isinstance(plan, ConvChain) else (0, 0)
+    return sorted(range(len(plans)), key=size, reverse=True)
 
 
 class NormedPool(torch.autograd.Function):
@@ -544,24 +549,43 @@ def _chain_backward(grad, scale, step: ConvChain, saved, eps, x, relu_x, params,
         g_z, g_weight, g_bias = _norm_backward(g_y, z_in, m_in, s_in, eps[i - 1], weight_in)
 
 
-class LeanChain(torch.autograd.Function):
-    """A planned chain on a ReLU'd input (training networks, affine BatchNorms allowed); keeps the input,
-    the pre-BatchNorm tensors and their statistics."""
+class LeanChains(torch.autograd.Function):
+    """Planned chains, each on its ReLU'd input (training networks, affine BatchNorms allowed); keeps the
+    inputs, the pre-BatchNorm tensors and their statistics."""
 
     @staticmethod
-    def forward(ctx, relu_x, chain, *params):
-        y, kept = _chain_forward(relu_x, chain, params)
-        ctx.chain, ctx.n_params = chain, len(params)
-        ctx.save_for_backward(relu_x, *params, *kept)
-        return y
+    def forward(ctx, chains, *tensors):
+        n = len(chains)
+        inputs, spans = tensors[:n], _param_spans([(None, chain) for chain in chains])
+        params = tensors[n:]
+        results = lanes.run([partial(_chain_forward, inputs[i], chains[i], params[spans[i]]) for i in range(n)],
+                            _longest_first(chains), inputs[0].device)
+        ctx.chains = chains
+        ctx.save_for_backward(*tensors, *(t for _, kept in results for t in kept))
+        ctx.set_materialize_grads(False)        # an output that reaches no loss gives its chain no gradient
+        return tuple(y for y, _ in results)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
-        relu_x, *rest = ctx.saved_tensors
-        params, kept = rest[:ctx.n_params], rest[ctx.n_params:]
-        saved = [tuple(kept[i:i + 3]) for i in range(0, len(kept), 3)]
-        eps = [bn.eps for bn in ctx.chain.norms]
-        grad_x, grads, _ = _chain_backward(grad, None, ctx.chain, saved, eps, relu_x, relu_x, params,
-                                           ctx.needs_input_grad[2:])
-        return grad_x, None, *grads
+    def backward(ctx, *grads):
+        chains, n = ctx.chains, len(ctx.chains)
+        saved = ctx.saved_tensors
+        spans = _param_spans([(None, chain) for chain in chains])
+        inputs, params, kept = saved[:n], saved[n:n + spans[-1].stop], saved[n + spans[-1].stop:]
+        firsts = [0]        # each chain's first stage among the kept tensors
+        for chain in chains:
+            firsts.append(firsts[-1] + len(chain.norms))
+        needs = ctx.needs_input_grad[1 + n:]
+
+        def chain_backward(i: int) -> tuple:
+            stages = range(firsts[i], firsts[i + 1])
+            saved_i = [tuple(kept[3 * j:3 * j + 3]) for j in stages]
+            eps = [bn.eps for bn in chains[i].norms]
+            return _chain_backward(grads[i], None, chains[i], saved_i, eps, inputs[i], inputs[i], params[spans[i]],
+                                   needs[spans[i]])
+
+        order = [i for i in _longest_first(chains) if grads[i] is not None]
+        results = lanes.run([partial(chain_backward, i) for i in range(n)], order, inputs[0].device)
+        grad_params = [g for r, span in zip(results, spans)
+                       for g in (r[1] if r else [None] * (span.stop - span.start))]
+        return None, *(r[0] if r else None for r in results), *grad_params

@@ -92,6 +92,7 @@ class Cell(nn.Module):
         drop = self.training and drop_prob > 0.0
         lean = self._lean_chains(r0)
         lean_output = relu_output and lean_ops.runs(self, r0)
+        chained: dict[int, torch.Tensor] = {}       # lean chains' outputs computed ahead of their node
         for node, edge_ids in self._plan:
             out, out_fresh = None, False
             for k in edge_ids:
@@ -99,8 +100,12 @@ class Cell(nn.Module):
                 if self._takes_relu[k]:
                     if source not in relus:
                         relus[source] = F.relu(states[source])
-                    h = self._ops[k].after_relu(relus[source]) if lean[k] is None else \
-                        lean_ops.lean_chain(relus[source], lean[k])
+                    if lean[k] is None:
+                        h = self._ops[k].after_relu(relus[source])
+                    else:
+                        if k not in chained:
+                            self._run_ready_chains(lean, states, relus, chained)
+                        h = chained[k]
                 else:
                     h = self._ops[k](states[source])
                 # A lean chain's or drop path's output is kept by no backward: a sum may add into it in place.
@@ -116,6 +121,17 @@ class Cell(nn.Module):
         if lean_output:
             return lean_ops.relu_concat(parts)
         return F.relu(concat_channels(parts)) if relu_output else concat_channels(parts)
+
+    def _run_ready_chains(self, lean: list, states: dict, relus: dict, chained: dict) -> None:
+        """Every lean chain of the plan whose input state exists and whose output is not yet computed, in one
+        function (their kernels run in two lanes on a CPU, see core/lanes.py)."""
+        ready = [k for _, edge_ids in self._plan for k in edge_ids
+                 if lean[k] is not None and k not in chained and self._sources[k] in states]
+        for k in ready:
+            if self._sources[k] not in relus:
+                relus[self._sources[k]] = F.relu(states[self._sources[k]])
+        outputs = lean_ops.lean_chains([relus[self._sources[k]] for k in ready], [lean[k] for k in ready])
+        chained.update(zip(ready, outputs))
 
     def _lean_chains(self, x: torch.Tensor) -> list:
         """Per op, the chain cnn/lean_ops.py runs in its place (training with gradients), else None."""

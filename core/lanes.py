@@ -47,9 +47,9 @@ def active() -> bool:
 
 
 def run(tasks: Sequence[Callable[[], T]], order: Sequence[int], device: torch.device) -> list[T]:
-    """Each task's result, in the tasks' order. Tasks must be independent. On a CPU with two lanes, each
-    lane takes the next task of `order` (task indices, the longest first) not yet taken; elsewhere the
-    tasks run in `order` on the caller's thread."""
+    """Each task's result, in the tasks' order, for the tasks that `order` lists (task indices, the longest
+    first; None for the others). Tasks must be independent. On a CPU with two lanes, each lane takes the
+    next task of `order` not yet taken; elsewhere the tasks run in `order` on the caller's thread."""
     results: list = [None] * len(tasks)
     if len(tasks) < 2 or device.type != "cpu" or not active():
         for i in order:

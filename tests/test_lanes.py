@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import lanes
 from genotypes import PRIMITIVE_SETS
+from model import ModelSpec
 from model_search import MixedOp
 
 CPU = torch.device("cpu")
@@ -100,5 +101,24 @@ def test_a_mixed_op_in_two_lanes_equals_it_run_serially(two_threads, stride, fro
             grads = torch.autograd.grad(out, inputs + [p for p in op.parameters() if p.requires_grad], g)
         results.append([out, *grads, *op.buffers()])
     assert len(results[0]) == len(results[1]) > 3
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_training_network_in_two_lanes_equals_it_run_serially(two_threads):
+    """DARTS_V2 (its normal cells run five chains at once, then one): logits, every gradient and the
+    BatchNorm statistics of one training step's forward and backward, float64, channels-last."""
+    torch.manual_seed(0)
+    nets = [ModelSpec.resolve("DARTS_V2", "cifar", 10, init_channels=8, layers=5, auxiliary=False).build()
+            .double().to(memory_format=torch.channels_last)]
+    nets.append(copy.deepcopy(nets[0]))
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (4,))
+    results = []
+    for net, serial in zip(nets, (False, True)):
+        with lanes.serial() if serial else torch.enable_grad():
+            logits = net(x)[0]
+            grads = torch.autograd.grad(F.cross_entropy(logits, y), list(net.parameters()))
+        results.append([logits, *grads, *net.buffers()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -13,8 +13,8 @@ strides, paddings, BatchNorm statistics updated once per forward); tests/test_le
 
 Ops it knows: a chain of *stages* (depthwise conv, 1x1 conv, BatchNorm; a ReLU between stages) after a
 ReLU, i.e. DARTS's and sharpDARTS's separable and dilated convolutions; a max or average pool followed
-by a non-affine BatchNorm (the search's pools); ``FactorizedReduce``. Other ops run as they are, outside
-the function. Training networks (cnn/model.py) run their chains, with affine BatchNorms, through
+by a non-affine BatchNorm (the search's pools); ``FactorizedReduce``; the identity (a term of the edge's
+sum, as the pools' outputs are). Other ops run as they are, outside the function. Training networks (cnn/model.py) run their chains, with affine BatchNorms, through
 ``LeanChains`` the same way.
 """
 from __future__ import annotations
@@ -90,6 +90,11 @@ class Reduce:
         return g_r, grads, dot
 
 
+@dataclass(frozen=True)
+class Skip:
+    """The identity (a normal edge's skip_connect): ``LeanEdge`` adds its term ``w[k] * x`` to the sum."""
+
+
 _ENABLED = [True]
 
 
@@ -125,9 +130,12 @@ def _plain_norm(m: nn.Module) -> bool:
     return _norm(m) and not m.affine
 
 
-def plan(op: nn.Module) -> ConvChain | NormedHead | Reduce | None:
-    """How `op` runs lean (a chain or FactorizedReduce in ``LeanEdge``, a pool as ``NormedPool``), or None if
-    it runs as it is. Classes are matched exactly: a subclass may compute something else."""
+def plan(op: nn.Module) -> ConvChain | NormedHead | Reduce | Skip | None:
+    """How `op` runs lean (a chain or FactorizedReduce in ``LeanEdge``, a pool as ``NormedPool``, the identity
+    as a term of LeanEdge's sum), or None if it runs as it is. Classes are matched exactly: a subclass may
+    compute something else."""
+    if type(op) is nn.Identity:
+        return Skip()
     layers = list(op.op) if type(getattr(op, "op", None)) is ReLUFirst else None
     if layers is not None and type(layers[0]) is nn.ReLU and len(layers) % 4 == 0:
         blocks = [layers[i:i + 4] for i in range(1, len(layers), 4)]
@@ -154,17 +162,15 @@ def _params(step) -> list[torch.Tensor]:
 
 
 def lean_edge(x: torch.Tensor, w: torch.Tensor, steps: list[tuple[int, object]]) -> torch.Tensor:
-    """``sum_k w[k] * op_k(x)`` over the planned ops ``(k, plan)`` of one edge."""
-    convs = [(k, step) for k, step in steps if not isinstance(step, NormedHead)]
-    out = None
-    if convs:
-        params = [t for _, step in convs for t in _params(step)]
-        out = LeanEdge.apply(x, w, convs, *params)
-    for k, step in steps:
-        if isinstance(step, NormedHead):
-            y = normed_pool(x, step)
-            out = y * w[k] if out is None else torch.addcmul(out, y, w[k])
-    return out
+    """``sum_k w[k] * op_k(x)`` over the planned ops ``(k, plan)`` of one edge, as one ``LeanEdge``: its chains
+    and FactorizedReduce inside it, the pools' outputs (``NormedPool``, shared between edges) and the
+    identity's input as terms of its sum."""
+    convs = [(k, step) for k, step in steps if isinstance(step, (ConvChain, Reduce))]
+    pools = [(k, step) for k, step in steps if isinstance(step, NormedHead)]
+    skips = tuple(k for k, step in steps if isinstance(step, Skip))
+    params = [t for _, step in convs for t in _params(step)]
+    ys = [normed_pool(x, head) for _, head in pools]
+    return LeanEdge.apply(x, w, convs, tuple(k for k, _ in pools), skips, *params, *ys)
 
 
 _SHARED: list[dict | None] = [None]
@@ -374,13 +380,16 @@ def _channel(v: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- the function
 
 class LeanEdge(torch.autograd.Function):
-    """``sum_k w[k] * op_k(x)`` over planned chains and FactorizedReduces; keeps x, the pre-BatchNorm tensors
-    and their statistics."""
+    """``sum_k w[k] * op_k(x)`` over planned chains and FactorizedReduces, plus the terms ``w[k] * y`` of given
+    pool outputs and ``w[k] * x`` of identities; keeps x, the pool outputs, the pre-BatchNorm tensors and
+    their statistics. Why the terms: as autograd's multiplications and sums they cost two passes and a new
+    tensor each way, here one pass forward (added in place) and one product backward."""
 
     @staticmethod
-    def forward(ctx, x, w, steps, *params):
-        relu_x = F.relu(x)
+    def forward(ctx, x, w, steps, pools, skips, *tensors):
         spans = _param_spans(steps)
+        params, ys = tensors[:len(tensors) - len(pools)], tensors[len(tensors) - len(pools):]
+        relu_x = F.relu(x) if steps else None
 
         def step_forward(i: int) -> tuple:
             step, ps = steps[i][1], params[spans[i]]
@@ -395,18 +404,21 @@ class LeanEdge(torch.autograd.Function):
             out = y * w[k] if out is None else out.addcmul_(y, w[k])
             kept += step_kept
             eps += step_eps
-        ctx.steps, ctx.eps = steps, eps
-        ctx.save_for_backward(x, w, *params, *kept)
+        for k, y in zip(pools + skips, (*ys, *[x] * len(skips))):
+            out = y * w[k] if out is None else out.addcmul_(y, w[k])
+        ctx.steps, ctx.eps, ctx.terms = steps, eps, (pools, skips)
+        ctx.save_for_backward(x, w, *params, *ys, *kept)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, w, *rest = ctx.saved_tensors
-        steps = ctx.steps
-        n_params = len(rest) - 3 * len(ctx.eps)
-        params, kept = rest[:n_params], rest[n_params:]
-        spans, needs = _param_spans(steps), ctx.needs_input_grad[3:]
+        steps, (pools, skips) = ctx.steps, ctx.terms
+        spans = _param_spans(steps)
+        n_params = spans[-1].stop if spans else 0
+        params, ys, kept = rest[:n_params], rest[n_params:n_params + len(pools)], rest[n_params + len(pools):]
+        needs = ctx.needs_input_grad[5:5 + n_params]
         firsts = [0]      # each step's first BatchNorm among the kept statistics and eps
         for _, step in steps:
             firsts.append(firsts[-1] + (len(step.depthwise) if isinstance(step, ConvChain) else 1))
@@ -431,7 +443,19 @@ class LeanEdge(torch.autograd.Function):
                 grad_w[k] = dot
             grad_r = _accumulate(grad_r, g_r)
             grad_params += g_params
-        return aten.threshold_backward(grad_r, x, 0), grad_w, None, *grad_params
+        if grad_w is not None:
+            for k, y in zip(pools + skips, (*ys, *[x] * len(skips))):
+                grad_w[k] = _dot(grad, y)
+        grad_x = None if grad_r is None else aten.threshold_backward(grad_r, x, 0)
+        for k in skips:
+            grad_x = grad * w[k] if grad_x is None else grad_x.addcmul_(grad, w[k])
+        return grad_x, grad_w, None, None, None, *grad_params, *(grad * w[k] for k in pools)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum()`` as one product, without the tensor a * b; both read in a's memory order."""
+    order = (0, 2, 3, 1) if memory_layout(a) == torch.channels_last else tuple(range(a.dim()))
+    return torch.dot(a.permute(order).reshape(-1), b.permute(order).reshape(-1))
 
 
 def _param_spans(steps) -> list[slice]:

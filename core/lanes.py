@@ -51,7 +51,7 @@ def run(tasks: Sequence[Callable[[], T]], order: Sequence[int], device: torch.de
     first; None for the others). Tasks must be independent. On a CPU with two lanes, each lane takes the
     next task of `order` not yet taken; elsewhere the tasks run in `order` on the caller's thread."""
     results: list = [None] * len(tasks)
-    if len(tasks) < 2 or device.type != "cpu" or not active():
+    if len(order) < 2 or device.type != "cpu" or not active():
         for i in order:
             results[i] = tasks[i]()
         return results

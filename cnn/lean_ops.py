@@ -14,8 +14,8 @@ strides, paddings, BatchNorm statistics updated once per forward); tests/test_le
 Ops it knows: a chain of *stages* (depthwise conv, 1x1 conv, BatchNorm; a ReLU between stages) after a
 ReLU, i.e. DARTS's and sharpDARTS's separable and dilated convolutions; a max or average pool followed
 by a non-affine BatchNorm (the search's pools); ``FactorizedReduce``; the identity (a term of the edge's
-sum, as the pools' outputs are). Other ops run as they are, outside the function. Training networks (cnn/model.py) run their chains, with affine BatchNorms, through
-``LeanChains`` the same way.
+sum, as the pools' outputs are). Other ops run as they are, outside the function. Training networks
+(cnn/model.py) run their chains, with affine BatchNorms, through ``LeanChains`` the same way.
 """
 from __future__ import annotations
 
@@ -459,7 +459,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _param_spans(steps) -> list[slice]:
-    """Each step's slice of the parameters passed to LeanEdge."""
+    """Each planned op's slice of the parameters passed to LeanEdge or LeanChains (`steps`: (k, plan) pairs)."""
     spans, p = [], 0
     for _, step in steps:
         spans.append(slice(p, p + _n_params(step)))

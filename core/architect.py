@@ -117,7 +117,9 @@ def _detached(value):
 def _slots(model: nn.Module) -> list[tuple[dict, str, str]]:
     """Where each parameter and buffer of `model` is registered (its owner module's ``_parameters`` or
     ``_buffers`` and the key there), with the name the tensor first goes by: a tied tensor (the RNN's
-    embedding and decoder) is replaced under all its names by a tensor passed under its first."""
+    embedding and decoder) is replaced under all its names by a tensor passed under its first. Made once, as
+    the architect's names and scratch buffers are: the module tree stays as it was when the architect was
+    made (SyncBatchNorm conversion comes before)."""
     first: dict[int, str] = {}
     slots, seen = [], set()
     for prefix, module in model.named_modules(remove_duplicate=False):

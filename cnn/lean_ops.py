@@ -387,7 +387,7 @@ class LeanEdge(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, steps, pools, skips, *tensors):
-        spans = _param_spans(steps)
+        spans = _param_spans([step for _, step in steps])
         params, ys = tensors[:len(tensors) - len(pools)], tensors[len(tensors) - len(pools):]
         relu_x = F.relu(x) if steps else None
 
@@ -406,7 +406,7 @@ class LeanEdge(torch.autograd.Function):
             eps += step_eps
         for k, y in zip(pools + skips, (*ys, *[x] * len(skips))):
             out = y * w[k] if out is None else out.addcmul_(y, w[k])
-        ctx.steps, ctx.eps, ctx.terms = steps, eps, (pools, skips)
+        ctx.steps, ctx.spans, ctx.eps, ctx.terms = steps, spans, eps, (pools, skips)
         ctx.save_for_backward(x, w, *params, *ys, *kept)
         return out
 
@@ -414,14 +414,11 @@ class LeanEdge(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, w, *rest = ctx.saved_tensors
-        steps, (pools, skips) = ctx.steps, ctx.terms
-        spans = _param_spans(steps)
+        steps, spans, (pools, skips) = ctx.steps, ctx.spans, ctx.terms
         n_params = spans[-1].stop if spans else 0
         params, ys, kept = rest[:n_params], rest[n_params:n_params + len(pools)], rest[n_params + len(pools):]
         needs = ctx.needs_input_grad[5:5 + n_params]
-        firsts = [0]      # each step's first BatchNorm among the kept statistics and eps
-        for _, step in steps:
-            firsts.append(firsts[-1] + (len(step.depthwise) if isinstance(step, ConvChain) else 1))
+        firsts = _first_norms([step for _, step in steps])
         grad = _dense(grad, x)
         # The ReLU'd input is read by weight gradients and by FactorizedReduce's recomputation only.
         relu_x = F.relu(x) if any(needs) or any(isinstance(s, Reduce) for _, s in steps) else None
@@ -458,13 +455,21 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.dot(a.permute(order).reshape(-1), b.permute(order).reshape(-1))
 
 
-def _param_spans(steps) -> list[slice]:
-    """Each planned op's slice of the parameters passed to LeanEdge or LeanChains (`steps`: (k, plan) pairs)."""
+def _param_spans(plans: list) -> list[slice]:
+    """Each planned op's slice of the parameters passed to LeanEdge or LeanChains."""
     spans, p = [], 0
-    for _, step in steps:
-        spans.append(slice(p, p + _n_params(step)))
+    for plan in plans:
+        spans.append(slice(p, p + _n_params(plan)))
         p = spans[-1].stop
     return spans
+
+
+def _first_norms(plans: list) -> list[int]:
+    """Each planned op's first BatchNorm among those kept for backward (three tensors each), and their count."""
+    firsts = [0]
+    for plan in plans:
+        firsts.append(firsts[-1] + (len(plan.norms) if isinstance(plan, ConvChain) else 1))
+    return firsts
 
 
 def _in_lanes(step_work, steps, x: torch.Tensor) -> list:
@@ -580,11 +585,10 @@ class LeanChains(torch.autograd.Function):
     @staticmethod
     def forward(ctx, chains, *tensors):
         n = len(chains)
-        inputs, spans = tensors[:n], _param_spans([(None, chain) for chain in chains])
-        params = tensors[n:]
+        inputs, params, spans = tensors[:n], tensors[n:], _param_spans(chains)
         results = lanes.run([partial(_chain_forward, inputs[i], chains[i], params[spans[i]]) for i in range(n)],
                             _longest_first(chains), inputs[0].device)
-        ctx.chains = chains
+        ctx.chains, ctx.spans = chains, spans
         ctx.save_for_backward(*tensors, *(t for _, kept in results for t in kept))
         ctx.set_materialize_grads(False)        # an output that reaches no loss gives its chain no gradient
         return tuple(y for y, _ in results)
@@ -592,13 +596,10 @@ class LeanChains(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        chains, n = ctx.chains, len(ctx.chains)
+        chains, spans, n = ctx.chains, ctx.spans, len(ctx.chains)
         saved = ctx.saved_tensors
-        spans = _param_spans([(None, chain) for chain in chains])
         inputs, params, kept = saved[:n], saved[n:n + spans[-1].stop], saved[n + spans[-1].stop:]
-        firsts = [0]        # each chain's first stage among the kept tensors
-        for chain in chains:
-            firsts.append(firsts[-1] + len(chain.norms))
+        firsts = _first_norms(chains)
         needs = ctx.needs_input_grad[1 + n:]
 
         def chain_backward(i: int) -> tuple:

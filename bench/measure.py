@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
@@ -46,7 +46,8 @@ def set_threads(threads: int | None) -> None:
 def time_steps(step: Callable[[], object], device: torch.device, warmup: int, iterations: int) -> dict:
     """Median seconds of `iterations` calls of `step` after `warmup` untimed ones (wall clock, and CPU time
     of the process's threads: on a machine shared with other work, what an idle core would take), and the
-    peak memory: on CUDA the most PyTorch allocated, on the CPU the peak resident set size of the process."""
+    peak memory: on CUDA the most PyTorch allocated, on the CPU the peak resident set size of the process;
+    and the OpenMP spin count the process ran with (core/openmp_env.py sets ours)."""
     def timed() -> tuple[float, float]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -63,7 +64,7 @@ def time_steps(step: Callable[[], object], device: torch.device, warmup: int, it
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mb()
     return {"seconds_per_step": statistics.median(seconds), "cpu_seconds_per_step": statistics.median(cpu_seconds),
             "all_seconds": [round(s, 6) for s in seconds], "warmup_seconds": [round(s, 3) for s in warmup_seconds],
-            "peak_memory_mb": round(peak, 1)}
+            "peak_memory_mb": round(peak, 1), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
 
 
 def gpu_busy(step: Callable[[], object], device: torch.device) -> dict:
@@ -96,9 +97,11 @@ def projection(images_per_s: float, epochs: int, images_per_epoch: int) -> dict:
             "days": round(seconds / 86400, 3)}
 
 
-def run_child(argv: list[str], threads: int | None = None, timeout: float | None = None) -> dict:
-    """Run `python argv...` with `threads` OpenMP/MKL threads and return the JSON of its last output line."""
-    env = dict(os.environ)
+def run_child(argv: list[str], threads: int | None = None, timeout: float | None = None,
+              env: Mapping[str, str] | None = None) -> dict:
+    """Run `python argv...` with `threads` OpenMP/MKL threads and return the JSON of its last output line;
+    `env` (default: this process's environment) is the child's environment before the thread counts."""
+    env = dict(os.environ if env is None else env)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=timeout)

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,7 +45,7 @@ def time_train_step(original: str | Path, *, batch_size: int = 32, init_channels
     return run_child([__file__, "train_step", "--original", str(original), "--batch_size", str(batch_size),
                       "--init_channels", str(init_channels), "--layers", str(layers), "--arch", arch,
                       "--iterations", str(iterations), "--warmup", str(warmup), "--device", device,
-                      *(["--threads", str(threads)] if threads else [])], threads, timeout)
+                      *(["--threads", str(threads)] if threads else [])], threads, timeout, _users_environment())
 
 
 def time_search_iteration(original: str | Path, *, batch_size: int = 64, init_channels: int = 16, layers: int = 8,
@@ -55,7 +56,14 @@ def time_search_iteration(original: str | Path, *, batch_size: int = 64, init_ch
                       "--init_channels", str(init_channels), "--layers", str(layers),
                       "--iterations", str(iterations), "--warmup", str(warmup),
                       *(["--unrolled"] if unrolled else []), *(["--threads", str(threads)] if threads else [])],
-                     threads, timeout)
+                     threads, timeout, _users_environment())
+
+
+def _users_environment() -> dict[str, str]:
+    """This process's environment less the OpenMP defaults our scripts set (core/openmp_env.py, imported by
+    the calling bench script): the original code runs as its own users run it."""
+    from openmp_env import without_our_defaults
+    return without_our_defaults(os.environ)
 
 
 # ------------------------------------------------------------------------------------ in the child

@@ -35,9 +35,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import numpy as np
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from derive import DeriveError, edge_count, parse_cell
 from errors import UserError

@@ -41,9 +41,10 @@ import math
 import numbers
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import numpy as np
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from errors import UserError
 

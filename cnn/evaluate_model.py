@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import torch.nn as nn
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict
 from data import DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers, make_loader

@@ -25,11 +25,12 @@ import shutil
 import time
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict
 from data import DATASETS, DataError, build_datasets, dataset_info

@@ -13,11 +13,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import graphviz
 import matplotlib.image
 import numpy as np
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 from derive import DeriveError, edge_count, parse_cell
 from errors import UserError
 from genotypes import PRIMITIVE_SETS, CellGenes, Edge

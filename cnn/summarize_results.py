@@ -45,9 +45,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from cost_file import PHASES, Charge, load_run_charges
 from errors import UserError

@@ -19,13 +19,14 @@ import json
 import time
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from torch.utils.tensorboard import SummaryWriter
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
 from data import (DATASETS, DataError, DeviceLoader, EmptySplitError, build_datasets, cifar10_1_dataset, cifar10_1_dir,

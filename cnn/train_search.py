@@ -63,13 +63,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 from torch.utils.tensorboard import SummaryWriter
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from architect import Architect, search_iteration
 from checkpoint import resume_arguments, save_checkpoint

@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import core_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import graphviz
 
-import core_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from diagrams import (INPUT_COLOR, NODE_COLOR, OUTPUT_COLOR, drawing_parser, new_graph, render, write_diagrams,
                       writable)

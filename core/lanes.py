@@ -6,7 +6,9 @@ forward and backward, 26.6 ms on one thread, 20.1 ms on two); the same kernels r
 in two lanes, each lane taking the next independent piece (a chain), take 15.7 ms. The caller's
 thread is one lane, a worker thread the other; each runs with half the torch threads, and the
 caller's count is restored after. PyTorch releases the interpreter lock inside its kernels, so the
-lanes' kernels overlap; only their Python interleaves.
+lanes' kernels overlap; only their Python interleaves. Lanes pay only when the caller's idle OpenMP
+thread does not spin on the second lane's core: core/openmp_env.py shortens that spin (on 2 cores of an
+AMD EPYC, lanes under libgomp's default spin made a search iteration slower than no lanes).
 
 Results are those of running the tasks one after the other: each task computes what it computed
 alone (with fewer threads, so sums may round differently in the last bit), and the caller combines

@@ -19,11 +19,12 @@ import json
 import time
 from pathlib import Path
 
+import engine_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-import engine_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from checkpoint import load_checkpoint, resume_arguments, save_checkpoint
 from corpus import Corpus, batchify, check_vocabulary, load_corpus, unigram_perplexity

@@ -8,9 +8,10 @@ activation on the edge; h_{t} is the mean of the concatenated states. Writes `<N
 """
 from __future__ import annotations
 
+import engine_path  # noqa: F401  (core/ on the import path; first: OpenMP defaults before torch)
+
 import graphviz
 
-import engine_path  # noqa: F401  (puts core/ on the import path)
 import cli
 from diagrams import INPUT_COLOR, NODE_COLOR, OUTPUT_COLOR, draw_command, new_graph, writable
 from genotypes import RecurrentGenotype, load_recurrent_genotype

@@ -50,7 +50,7 @@ def test_search_speed_times_the_original_darts_side_by_side():
     done = subprocess.run([sys.executable, "bench/search_speed.py", "--original", str(ORIGINAL), "--device", "cpu",
                            "--threads", "1", "--init_channels", "4", "--layers", "3", "--batch_size", "4",
                            "--iterations", "1", "--warmup", "0"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, capture_output=True, text=True, timeout=900, env=_without_openmp_spin())
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads(done.stdout)
     assert list(report["results"]) == ["darts_first_order", "darts_second_order"]
@@ -58,6 +58,8 @@ def test_search_speed_times_the_original_darts_side_by_side():
         ours, original, ratios = result["ours"], result["original"], result["ratios"]
         (ours_run,), (original_run,) = ours["runs"], original["runs"]
         assert original_run["unrolled"] == (name == "darts_second_order")
+        # our scripts set their OpenMP spin count; the original runs in the environment its user gave
+        assert (ours_run["gomp_spincount"], original_run["gomp_spincount"]) == ("10000", None)
         assert (original_run["batch_size"], original_run["init_channels"], original_run["layers"],
                 original_run["threads"]) == (4, 4, 3, 1)
         assert "C=4 | layers=3" in ours_run["supernet"]["describe"]
@@ -86,3 +88,9 @@ def test_gpu_check_without_cuda_says_so_and_exits_0(tmp_path):
                           timeout=120)
     assert done.returncode == 0 and "CUDA is absent" in done.stdout
     assert json.loads(out.read_text()) == {"cuda": False, "skipped": "CUDA is absent"}
+
+
+def _without_openmp_spin() -> dict[str, str]:
+    """The environment of a user who set no OpenMP spin count or wait policy (this process's conftest imports
+    cnn/core_path.py, which sets one)."""
+    return {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}

@@ -236,9 +236,10 @@ class SharedPointwise(torch.autograd.Function):
 
 def relu_concat(parts: list[torch.Tensor]) -> torch.Tensor:
     """ReLU(torch.cat(parts, dim=1)), a training cell's output as the next cells read it. The ReLU runs in
-    place on the concatenation, and backward masks each part's slice of the gradient straight into a dense
-    tensor in that part's layout: one pass, where the ReLU's backward and the concatenation's would make two
-    (see ``operations.concat_channels`` for why dense)."""
+    place on the concatenation; backward masks the whole gradient in one dense pass, then copies each
+    part's slice into a dense tensor in that part's layout (see ``operations.concat_channels`` for why
+    dense). Masking each part's strided slice straight into its dense tensor, one pass fewer, was 1.3-1.8x
+    slower on an AMD EPYC (4 parts of 36 channels at 32 px, batch 32: 9.2 against 6.0 ms on 1 thread)."""
     return ReLUConcat.apply(*parts)
 
 
@@ -254,8 +255,9 @@ class ReLUConcat(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         y, = ctx.saved_tensors
-        return tuple(aten.threshold_backward(g, r, 0).contiguous(memory_format=layout)
-                     for g, r, layout in zip(grad.split(ctx.widths, dim=1), y.split(ctx.widths, dim=1), ctx.layouts))
+        masked = aten.threshold_backward(grad, y, 0)
+        return tuple(part.contiguous(memory_format=layout)
+                     for part, layout in zip(masked.split(ctx.widths, dim=1), ctx.layouts))
 
 
 # ---------------------------------------------------------------------------- BatchNorm pieces

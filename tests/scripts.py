@@ -23,6 +23,12 @@ _server: subprocess.Popen | None = None
 _server_lock = threading.Lock()     # one request at a time: the server answers in order, one line each
 
 
+def environment_without_openmp_choices() -> dict[str, str]:
+    """This environment as a user's who set no OpenMP spin count or wait policy: the conftest imports
+    cnn/core_path.py, which sets GOMP_SPINCOUNT here (core/openmp_env.py)."""
+    return {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+
 def _script_server() -> subprocess.Popen:
     global _server
     if _server is None or _server.poll() is not None:

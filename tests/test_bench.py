@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from scripts import environment_without_openmp_choices
+
 REPO = Path(__file__).resolve().parent.parent
 # the CPU-runnable copy of the original DARTS cnn/ folder (../shared/bench-reference/darts-cnn beside the checkout)
 ORIGINAL = Path(os.environ.get("DARTS_ORIGINAL_CNN", REPO.parent / "shared" / "bench-reference" / "darts-cnn"))
@@ -50,7 +52,8 @@ def test_search_speed_times_the_original_darts_side_by_side():
     done = subprocess.run([sys.executable, "bench/search_speed.py", "--original", str(ORIGINAL), "--device", "cpu",
                            "--threads", "1", "--init_channels", "4", "--layers", "3", "--batch_size", "4",
                            "--iterations", "1", "--warmup", "0"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900, env=_without_openmp_spin())
+                          cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env=environment_without_openmp_choices())
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads(done.stdout)
     assert list(report["results"]) == ["darts_first_order", "darts_second_order"]
@@ -88,9 +91,3 @@ def test_gpu_check_without_cuda_says_so_and_exits_0(tmp_path):
                           timeout=120)
     assert done.returncode == 0 and "CUDA is absent" in done.stdout
     assert json.loads(out.read_text()) == {"cuda": False, "skipped": "CUDA is absent"}
-
-
-def _without_openmp_spin() -> dict[str, str]:
-    """The environment of a user who set no OpenMP spin count or wait policy (this process's conftest imports
-    cnn/core_path.py, which sets one)."""
-    return {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}

@@ -2,13 +2,11 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import openmp_env
-
-REPO = Path(__file__).resolve().parent.parent
+from scripts import REPO, environment_without_openmp_choices
 
 # Runs a script with --help and prints GOMP_SPINCOUNT as the environment held it when torch was first imported.
 _IMPORT_WATCH = """
@@ -57,8 +55,7 @@ def test_a_users_own_openmp_choice_is_kept(clean_env, variable, value):
 
 @pytest.mark.parametrize("script", ["cnn/train_search.py", "cnn/train.py", "rnn/train.py"])
 def test_scripts_set_it_before_torch_loads(script):
-    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    done = subprocess.run([sys.executable, "-c", _IMPORT_WATCH, script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", _IMPORT_WATCH, script], cwd=REPO,
+                          env=environment_without_openmp_choices(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "SPIN ['10000']" in done.stdout, done.stdout[-500:] + done.stderr[-2000:]

@@ -77,7 +77,6 @@ def test_factorized_reduce_on_odd_input_matches_even_behaviour():
     assert torch.equal(op(even), darts)
 
 
-
 @pytest.mark.parametrize("side", [8, 7])
 def test_factorized_reduce_gradients_match_autograd_and_keep_channels_last(side):
     from operations import FactorizedReduce, _FactorizedHalves, factorized_halves
@@ -93,6 +92,5 @@ def test_factorized_reduce_gradients_match_autograd_and_keep_channels_last(side)
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert ours[0].stride(1) == 1 and plain[0].stride(1) != 1    # channels last: what the custom backward keeps
     # second derivatives too (the exact hypergradient differentiates a network gradient once more)
-    small = [t.detach()[:1, :, :5, :5].clone().requires_grad_(True) if t is x else t.detach().clone().requires_grad_(True)
-             for t in (x, *weights)]
+    small = (x.detach()[:1, :, :5, :5].clone().requires_grad_(), *(w.detach().clone().requires_grad_() for w in weights))
     assert torch.autograd.gradgradcheck(_FactorizedHalves.apply, small)

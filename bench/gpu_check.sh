@@ -13,9 +13,11 @@
 # 1. bench/search_speed.py on CUDA at the DARTS search defaults (C=16, 8 cells, batch 64, 32 px): DARTS first
 #    and second order eager, in fp32 and then with AMP (bf16 where supported); each report holds images/s,
 #    peak memory and the projected wall time of a 50-epoch CIFAR-10 search (391 iterations of 64 per
-#    epoch), gathered under "search" at the top of OUT;
+#    epoch), gathered under "search" at the top of OUT; then the same replayed as CUDA graphs (--cuda_graphs,
+#    never run on a GPU before this script's next run), fp32 here and bf16 after the tests;
 # 2. pytest -m cuda (tests/test_cuda.py): AMP bf16 and fp16 steps against fp32, compiled training steps and
-#    search iterations against eager, --data_on_device batches on the GPU against the CPU's;
+#    search iterations against eager, CUDA-graph search iterations against eager, --data_on_device batches on
+#    the GPU against the CPU's;
 # 3. the search's first order in contiguous layout and with the plain modules instead of the lean path
 #    (--plain_ops), between bench/train_speed.py's runs on CUDA (DARTS_V2, C=36, 20 cells, auxiliary head,
 #    batch 96, DARTS's training batch): channels_last in fp32 and with AMP, contiguous in fp32; with
@@ -71,8 +73,10 @@ part() {   # part NAME SECONDS COMMAND...: run COMMAND within SECONDS and the bu
 
 search=(python bench/search_speed.py --device cuda --batch_size 64 --layers 8 --init_channels 16 --iterations 5)
 part search_fp32_eager 90 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order
+part search_fp32_cuda_graphs 90 "${search[@]}" --warmup 5 --strategies darts_first_order darts_second_order --cuda_graphs
 part pytest 170 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
 part search_bf16_eager 60 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order --amp
+part search_bf16_cuda_graphs 60 "${search[@]}" --warmup 5 --strategies darts_first_order darts_second_order --amp --cuda_graphs
 part search_fp32_contiguous 40 "${search[@]}" --warmup 2 --strategies darts_first_order --memory_format contiguous
 bench=(python bench/train_speed.py --device cuda --batch_size 96 --rounds 1 --iterations 10 --warmup 3
        ${ORIGINAL:+--original "$ORIGINAL"})

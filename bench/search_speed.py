@@ -94,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="ours: torch.compile the supernet, as train_search.py --compile (the warm-up iterations "
                         "compile it; warmup_seconds says what that cost)")
+    p.add_argument("--cuda_graphs", action="store_true",
+                   help="ours: replay the iteration as a CUDA graph, as train_search.py --cuda_graphs (CUDA, DARTS "
+                        "only; the first three warm-up iterations run eagerly, the fourth captures: give --warmup 4 "
+                        "or more)")
     p.add_argument("--memory_format", choices=MEMORY_FORMATS, default="auto",
                    help="ours: the supernet's memory format, as train_search.py --memory_format")
     p.add_argument("--plain_ops", action="store_true",
@@ -109,6 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--original runs on the CPU at 32 px: give --device cpu and no --image_size")
         if not (Path(args.original) / "model_search.py").is_file():
             p.error(f"--original {args.original} is not the original DARTS cnn/ folder (no model_search.py)")
+    if args.cuda_graphs and args.warmup < 4:
+        p.error("--cuda_graphs needs --warmup 4 or more: three eager iterations and the capture are not timed")
     if args.strategies is None:
         args.strategies = list(ORIGINAL_VARIANTS) if args.original else list(strategies())
     return args
@@ -120,18 +126,22 @@ def measure(args: argparse.Namespace, name: str) -> dict:
 
     import lean_ops
     import train_search
+    from distributed import Dist
     from runtime import Precision
 
     set_threads(args.threads)
     device = resolve_device(args.device)
-    precision = Precision(device, args.amp)
+    precision = Precision(device, args.amp, cache_casts=not args.cuda_graphs)
     flags = strategies()[name] + ["--init_channels", str(args.init_channels), "--layers", str(args.layers),
                                   "--batch_size", str(args.batch_size), "--seed", "0"]
-    strategy, _ = train_search.make_strategy(train_search.parse_args(flags))
+    search_args = train_search.parse_args(flags + (["--cuda_graphs"] if args.cuda_graphs else []))
+    strategy, _ = train_search.make_strategy(search_args)
+    if args.cuda_graphs:
+        train_search.check_cuda_graphs(search_args, strategy, device, Dist(), precision)
     torch.manual_seed(0)
     rss_before = rss_mb()
     engine = train_search.build_engine(strategy, 10, "cifar", device, precision, args.memory_format,
-                                       compile=args.compile)
+                                       compile=args.compile, cuda_graphs=args.cuda_graphs)
     fmt = engine.memory_format
     n, side = args.batch_size, args.image_size
     x = torch.randn(n, 3, side, side, device=device).contiguous(memory_format=fmt)
@@ -152,7 +162,7 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     return {**timing, **busy, "plain_step_seconds": round(plain["seconds_per_step"], 6),
             "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous",
             "ratio_to_plain_step": round(timing["seconds_per_step"] / plain["seconds_per_step"], 3),
-            "rss_before_model_mb": round(rss_before, 1), "compile": args.compile,
+            "rss_before_model_mb": round(rss_before, 1), "compile": args.compile, "cuda_graphs": args.cuda_graphs,
             "supernet": {"params_M": round(sum(p.numel() for p in model.weight_parameters()) / 1e6, 4),
                          "arch_params": sum(a.numel() for a in model.arch_parameters()),
                          "describe": model.describe()}}
@@ -192,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
               "config": {"device": args.device, "batch_size": args.batch_size, "layers": args.layers,
                          "init_channels": args.init_channels, "image_size": args.image_size, "rounds": args.rounds,
                          "iterations": args.iterations, "warmup": args.warmup, "amp": args.amp,
-                         "compile": args.compile, "memory_format": args.memory_format, "plain_ops": args.plain_ops,
+                         "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+                         "memory_format": args.memory_format, "plain_ops": args.plain_ops,
                          "threads": args.threads, "original": args.original},
               "results": {}, "projected_search": {}}
     for name in args.strategies:

@@ -74,6 +74,7 @@ from torch.utils.tensorboard import SummaryWriter
 import cli
 from architect import Architect, search_iteration
 from checkpoint import resume_arguments, save_checkpoint
+from cuda_graphs import GraphedIteration
 from data import (DATASETS, DataError, EmptySplitError, build_datasets, dataset_info, default_workers, make_loader,
                   split_train_valid, with_transform)
 from ddarts_losses import CELL_LOSSES, SEP_LOSSES
@@ -98,7 +99,7 @@ from training import MEMORY_FORMATS, evaluate, lr_scheduler, memory_format
 from weight_report import heatmap_png, log_tables, tensorboard_tables
 
 RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "parse_method",
-                      "op_threshold", "genotype_name", "dist_timeout", "compile")
+                      "op_threshold", "genotype_name", "dist_timeout", "compile", "cuda_graphs")
 RESUME_REQUIRED = ("spec", "model", "optimizer", "scheduler", "architect", "scaler", "stream", "epoch", "elapsed",
                    "stop_rules")
 GENOTYPE_OUTPUT_DIR = GENOTYPES_DIR  # where the derived genotype is written (tests move it)
@@ -191,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "architecture and network step; --unrolled: three), about ten minutes on a CPU "
                         "core even for a tiny supernet; meant for long runs on a GPU (not measured there yet); "
                         "tested with DARTS first and second order; refused for GDAS (one graph per draw)")
+    p.add_argument("--cuda_graphs", action="store_true",
+                   help="replay each search iteration as one CUDA graph, captured after three eager iterations and "
+                        "again at each epoch (a batch of another size runs eagerly); CUDA only, --method darts "
+                        "(first or second order), one process, fp32 or bf16; not yet run on a GPU")
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
@@ -236,6 +241,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.compile and strategy.compile_refusal:
         raise SearchError(strategy.compile_refusal)
     return args
+
+
+def check_cuda_graphs(args: argparse.Namespace, strategy: CellStrategy, device: torch.device, ctx: Dist,
+                      precision: Precision) -> None:
+    """Refuse --cuda_graphs where a captured iteration cannot run (or has not been made to), in one sentence."""
+    if not strategy.cuda_graphs_ready or args.multi_channel or args.compile or strategy.losses.active:
+        raise SearchError("--cuda_graphs is built for --method darts (first or second order, cells, without "
+                          "--compile) only so far")
+    if device.type != "cuda":
+        raise SearchError(f"--cuda_graphs captures CUDA kernels: it needs a CUDA device, not {device}")
+    if ctx.world_size > 1:
+        raise SearchError("--cuda_graphs runs in one process only so far (not under torchrun)")
+    if precision.scaler.is_enabled():
+        raise SearchError("--cuda_graphs does not combine with fp16 loss scaling (it reads the gradients' "
+                          "finiteness on the host); this GPU has no bf16 for --amp")
 
 
 def make_strategy(args: argparse.Namespace) -> tuple[CellStrategy, list]:
@@ -351,8 +371,15 @@ class Engine:
     precision: Precision
     memory_format: torch.memory_format
 
+    graphs: GraphedIteration | None = None      # --cuda_graphs
+
     def step(self, batch, search_batch, searching: bool):
         """One search iteration (core/architect.py): (training loss, logits, architecture statistics)."""
+        if self.graphs is not None:
+            return self.graphs(batch, search_batch, searching)
+        return self.iteration(batch, search_batch, searching)
+
+    def iteration(self, batch, search_batch, searching: bool):
         c = self.strategy.config
         return search_iteration(self.model, self.architect if searching else None, self.optimizer, self.precision,
                                 batch, search_batch, grad_clip=c.grad_clip, single_level=c.single_level,
@@ -361,11 +388,12 @@ class Engine:
 
 def build_engine(strategy: CellStrategy, num_classes: int, network: str, device: torch.device, precision: Precision,
                  memory_format_name: str = "auto", sync_bn: bool = False, stored_spec: dict | None = None,
-                 compile: bool = False) -> Engine:
+                 compile: bool = False, cuda_graphs: bool = False) -> Engine:
     """Supernet, network optimizer and schedule, architect: everything one search iteration uses
     (shared with bench/search_speed.py, so that the benchmark measures what the search runs).
     `compile` compiles the supernet's forward in place: the architect's steps, the network step and
-    evaluation all call it, the second-order step at its virtual weights."""
+    evaluation all call it, the second-order step at its virtual weights. `cuda_graphs` replays the
+    iteration as a CUDA graph (core/cuda_graphs.py; the caller has checked that it can)."""
     tune_runtime(device)
     fmt = memory_format(memory_format_name, device)
     model = strategy.build_supernet(num_classes, network, stored_spec).to(device, memory_format=fmt)
@@ -381,8 +409,11 @@ def build_engine(strategy: CellStrategy, num_classes: int, network: str, device:
         lr_schedule=c.lr_schedule, epochs=strategy.total_epochs, learning_rate=c.learning_rate,
         learning_rate_min=c.learning_rate_min, lr_power_annealing_exponent_order=c.lr_power_annealing_exponent_order,
         warmup_epochs=c.warmup_epochs))
-    architect = Architect(model, strategy.arch_config(), precision, terms=strategy.arch_terms)
-    return Engine(strategy, model, optimizer, scheduler, architect, precision, fmt)
+    architect = Architect(model, strategy.arch_config(), precision, terms=strategy.arch_terms, capturable=cuda_graphs)
+    engine = Engine(strategy, model, optimizer, scheduler, architect, precision, fmt)
+    if cuda_graphs:
+        engine.graphs = GraphedIteration(engine.iteration)
+    return engine
 
 
 # ----------------------------------------------------------------------------------------
@@ -401,11 +432,13 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
     """Run (or continue) a search; returns this rank's supernet at the end."""
     cost = RunCost(device, ctx.world_size, args.seed, "search")
     strategy, options = make_strategy(args)
-    precision = Precision(device, args.amp)
+    precision = Precision(device, args.amp, cache_casts=not args.cuda_graphs)
+    if args.cuda_graphs:
+        check_cuda_graphs(args, strategy, device, ctx, precision)
     seed_everything(args.seed)
     data = search_data(args, ctx, device, memory_format(args.memory_format, device))
     engine = build_engine(strategy, data.num_classes, data.network, device, precision, args.memory_format,
-                          args.sync_bn, state["spec"] if state is not None else None, args.compile)
+                          args.sync_bn, state["spec"] if state is not None else None, args.compile, args.cuda_graphs)
     rules = strategy.stop_rules(engine.model) + [r for o in options for r in o.stop_rules(engine.model, strategy)]
     run = SearchRun(args, ctx, strategy, options, engine, data, rules, cost)
     start = run.restore(state) if state is not None else 0
@@ -586,6 +619,8 @@ def search_epoch(args: argparse.Namespace, engine: Engine, data: SearchData, sea
     watch = DivergenceWatch(device, epoch, SEARCH_DIVERGENCE_ADVICE)
     arch_sums: dict[str, torch.Tensor] = {}
     arch_steps = 0
+    if engine.graphs is not None:
+        engine.graphs.reset()       # this epoch's learning rate and schedule are new Python numbers
     bar = progress(data.train_loader, desc)
     for step, (x, y) in enumerate(bar):
         if args.max_steps is not None and step >= args.max_steps:

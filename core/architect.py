@@ -172,7 +172,7 @@ class Architect:
 
     def __init__(self, model: Supernet, config: ArchConfig, precision: Precision, *,
                  objective: Objective = classification_objective,
-                 terms: Callable[..., ArchTerms] = no_terms):
+                 terms: Callable[..., ArchTerms] = no_terms, capturable: bool = False):
         self.model = model
         self.config = config
         self.precision = precision
@@ -182,8 +182,9 @@ class Architect:
         # One parameter group per tensor is one optimizer per cell (Adam's state is per tensor),
         # stepped in one fused call; each group follows its own schedule.
         groups = [{"params": [a]} for a in alphas] if config.per_tensor else [{"params": alphas}]
+        # capturable: Adam's step counts on the device, so that a CUDA graph replays its updates (cuda_graphs.py)
         self.optimizer = torch.optim.Adam(groups, lr=config.learning_rate, betas=config.betas,
-                                          weight_decay=config.weight_decay)
+                                          weight_decay=config.weight_decay, capturable=capturable)
         self.scheduler = None
         if config.per_tensor:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(

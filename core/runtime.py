@@ -88,9 +88,11 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
 
 @dataclass
 class Precision:
-    """Mixed precision: bf16 where the GPU supports it, fp16 with dynamic loss scaling otherwise."""
+    """Mixed precision: bf16 where the GPU supports it, fp16 with dynamic loss scaling otherwise.
+    `cache_casts` off: autocast casts each weight at each use (what CUDA-graph capture asks)."""
     device: torch.device
     enabled: bool
+    cache_casts: bool = True
 
     def __post_init__(self) -> None:
         self.enabled = self.enabled and self.device.type == "cuda"
@@ -100,7 +102,7 @@ class Precision:
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.enabled:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, cache_enabled=self.cache_casts)
 
 
 class DivergenceError(UserError):

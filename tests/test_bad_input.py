@@ -68,6 +68,17 @@ def test_a_bad_flag_is_one_sentence_from_the_command_line(script, flags, message
     assert_one_sentence_error(run_script(script, *flags), message)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--device", "cpu"], "--cuda_graphs captures CUDA kernels: it needs a CUDA device, not cpu"),
+    (["--method", "gdas"], "--cuda_graphs is built for --method darts (first or second order, cells, without "
+                           "--compile) only so far"),
+    (["--unrolled", "--compile"], "--cuda_graphs is built for --method darts"),
+    (["--method", "darts", "--multi_channel"], "--cuda_graphs is built for --method darts"),
+])
+def test_cuda_graphs_are_refused_where_they_cannot_run(capsys, flags, message):
+    assert message in one_sentence(capsys, "train_search", "--dataset", "digits", "--cuda_graphs", *flags)
+
+
 def test_a_split_that_leaves_a_part_empty_is_refused_with_the_sizes(capsys):
     message = one_sentence(capsys, "train", "--dataset", "digits", "--valid_portion", "0.9999")
     assert "--valid_portion 0.9999 leaves a part of the 1437 training examples empty: 0 to train on, 1437 held out" \

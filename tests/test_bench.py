@@ -45,6 +45,18 @@ def test_search_speed_runs_plain_ops_in_the_memory_format_asked_for():
     assert run["memory_format"] == "contiguous" and run["seconds_per_step"] > 0 and run["plain_step_seconds"] > 0
 
 
+def test_search_speed_with_cuda_graphs_on_a_cpu_reports_the_refusal():
+    done = subprocess.run([sys.executable, "bench/search_speed.py", "--device", "cpu", "--cuda_graphs", "--warmup", "4",
+                           "--strategies", "darts_first_order", "darts_second_order"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr + done.stdout
+    report = json.loads(done.stdout)
+    assert report["config"]["cuda_graphs"]
+    for variant in ("darts_first_order", "darts_second_order"):
+        assert report["results"][variant]["error"].endswith(
+            "error: --cuda_graphs captures CUDA kernels: it needs a CUDA device, not cpu")
+
+
 def test_search_speed_times_the_original_darts_side_by_side():
     if not (ORIGINAL / "model_search.py").is_file():
         pytest.skip(f"no original DARTS cnn/ folder at {ORIGINAL} (set DARTS_ORIGINAL_CNN to one)")

@@ -104,8 +104,8 @@ def search_iterations(engine: train_search.Engine, count: int = 3) -> dict:
                  for _ in range(2))
         y, ys = (torch.randint(0, 10, (4,), generator=generator).to(device) for _ in range(2))
         loss, _, stats = engine.step((x, y), lambda: (xs, ys), True)
-        losses.append(loss)
-        arch_losses.append(stats["arch_loss"])
+        losses.append(loss.clone())                  # a CUDA graph's outputs are overwritten by its next replay
+        arch_losses.append(stats["arch_loss"].clone())
         alphas.append(torch.cat([a.detach().flatten() for a in engine.model.arch_parameters()]))
         graphs.append(counters["stats"]["unique_graphs"])
     return {"losses": torch.stack(losses), "arch_losses": torch.stack(arch_losses), "alphas": torch.stack(alphas),

@@ -9,7 +9,8 @@ from data import DeviceLoader, build_datasets
 from model import ModelSpec
 from runtime import Precision, compile_module
 from sampling import ShardedOrder
-from test_compile import assert_same_search, search_engine, search_iterations
+import train_search
+from test_compile import TINY_SEARCH, assert_same_search, search_engine, search_iterations
 from training import make_optimizer, memory_format, train_step
 
 pytestmark = [pytest.mark.cuda,
@@ -95,3 +96,37 @@ def test_device_loader_on_cuda_gives_the_cpu_batches(tmp_path):
     for (x, y), (x_cpu, y_cpu) in zip(on_gpu, on_cpu, strict=True):
         assert torch.equal(y.cpu(), y_cpu)
         torch.testing.assert_close(x.cpu(), x_cpu, rtol=0, atol=1e-6)
+
+
+def _graphed_search(unrolled: bool, graphs: bool) -> list[dict]:
+    """The tiny DARTS search of tests/test_compile.py, eager or with --cuda_graphs: six iterations (three eager
+    warm-ups, the capture, two replays), one of a smaller batch (eager), an epoch boundary with a new learning
+    rate (captured again), then three more."""
+    device = torch.device("cuda")
+    args = train_search.parse_args(["--method", "darts", *(["--unrolled"] if unrolled else []), *TINY_SEARCH,
+                                    *(["--cuda_graphs"] if graphs else [])])
+    strategy, _ = train_search.make_strategy(args)
+    torch.manual_seed(0)
+    engine = train_search.build_engine(strategy, 10, "cifar", device, Precision(device, False), cuda_graphs=graphs)
+    assert (engine.graphs is not None) == graphs
+    parts = [search_iterations(engine, 6)]
+    generator = torch.Generator().manual_seed(3)
+    x, xs = (torch.randn(2, 3, 32, 32, generator=generator).to(device, memory_format=engine.memory_format)
+             for _ in range(2))
+    y, ys = (torch.randint(0, 10, (2,), generator=generator).to(device) for _ in range(2))
+    loss, _, stats = engine.step((x, y), lambda: (xs, ys), True)
+    parts.append({"losses": loss.clone()[None], "arch_losses": stats["arch_loss"].clone()[None],
+                  "alphas": torch.cat([a.detach().flatten() for a in engine.model.arch_parameters()])[None]})
+    for group in engine.optimizer.param_groups:
+        group["lr"] *= 0.5
+    if graphs:
+        engine.graphs.reset()
+    parts.append(search_iterations(engine, 3))
+    return parts
+
+
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_cuda_graph_search_iterations_agree_with_eager(unrolled):
+    torch.backends.cudnn.deterministic = True
+    for got, want in zip(_graphed_search(unrolled, True), _graphed_search(unrolled, False), strict=True):
+        assert_same_search(got, want, rtol=1e-4, atol=1e-5)

@@ -98,6 +98,7 @@ class CellStrategy(Strategy):
     network_class: ClassVar[type[SearchNetwork]] = SearchNetwork
     supports_multi_channel: ClassVar[bool] = False
     compile_refusal: ClassVar[str | None] = None    # why --compile cannot serve this method, if it cannot
+    cuda_graphs_ready: ClassVar[bool] = False        # --cuda_graphs checked against this method's iteration
     baseline: Baseline | None = None        # DARTOpti's hand-made start: its depth, genes and reductions win
     config: CellSearchConfig
 

@@ -11,4 +11,5 @@ class Darts(CellStrategy):
     SOURCE = "quark0/darts cnn/train_search.py; DARTS paper Sec. 3.1 (search settings)"
     SUMMARY = "the baseline: softmax mixed ops, first or second order (--unrolled)"
     supports_multi_channel = True
+    cuda_graphs_ready = True       # no host reads, no host-side draws in its iteration (core/cuda_graphs.py)
     VARIANTS = {"darts_first_order": (), "darts_second_order": ("--unrolled",)}

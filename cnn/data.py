@@ -567,6 +567,18 @@ def _held_images(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor, object]:
     return images, labels, dataset.transform
 
 
+DATA_ON_DEVICE_HELP = ("hold CIFAR (as uint8) or digits on the device and crop, flip, cut out and normalise whole "
+                       "batches there: no loader workers, no copy per step (not with --auto_aug or ImageNet)")
+
+
+def data_on_device_refusal(dataset: str, auto_aug: bool) -> str | None:
+    """Why --data_on_device cannot serve this dataset and augmentation, or None."""
+    if auto_aug or dataset == "imagenet":
+        return ("--data_on_device augments CIFAR and digits with crops, flips and cutout on the device: drop "
+                + ("--auto_aug" if auto_aug else "it for ImageNet, which is read from disk"))
+    return None
+
+
 class DeviceLoader:
     """Batches of an in-memory image set held on `device` and augmented there (``DeviceAugment``), in the
     order of `sampler` as ``make_loader`` would give them: (index, seed) pairs (``sampling.ShardedOrder``)

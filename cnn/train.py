@@ -29,8 +29,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 import cli
 from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
-from data import (DATASETS, DataError, DeviceLoader, EmptySplitError, build_datasets, cifar10_1_dataset, cifar10_1_dir,
-                  dataset_info, default_workers, make_loader, split_train_valid, with_transform)
+from data import (DATA_ON_DEVICE_HELP, DATASETS, DataError, DeviceLoader, EmptySplitError, build_datasets,
+                  cifar10_1_dataset, cifar10_1_dir, data_on_device_refusal, dataset_info, default_workers, make_loader,
+                  split_train_valid, with_transform)
 from distributed import DEFAULT_TIMEOUT_S, Dist, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
 from metrics import count_macs, count_parameters
 from model import ModelSpec, load_model_weights
@@ -105,9 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network: the first steps of the first epoch compile it (minutes on a "
                         "CPU), once for training and once for evaluation; pays off over long runs")
-    p.add_argument("--data_on_device", action="store_true",
-                   help="hold CIFAR (as uint8) or digits on the device and crop, flip, cut out and normalise whole "
-                        "batches there: no loader workers, no copy per step (not with --auto_aug or ImageNet)")
+    p.add_argument("--data_on_device", action="store_true", help=DATA_ON_DEVICE_HELP)
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -143,9 +142,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     f"{', '.join('--' + flag for flag in fixed)}")
     elif args.arch is None:
         args.arch = "DARTS_V2"
-    if args.data_on_device and (args.auto_aug or args.dataset == "imagenet"):
-        p.error("--data_on_device augments CIFAR and digits with crops, flips and cutout on the device: drop "
-                + ("--auto_aug" if args.auto_aug else "it for ImageNet, which is read from disk"))
+    refusal = data_on_device_refusal(args.dataset, args.auto_aug)
+    if args.data_on_device and refusal:
+        p.error(refusal)
     return args
 
 

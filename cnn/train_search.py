@@ -75,8 +75,8 @@ import cli
 from architect import Architect, search_iteration
 from checkpoint import resume_arguments, save_checkpoint
 from cuda_graphs import GraphedIteration
-from data import (DATASETS, DataError, EmptySplitError, build_datasets, dataset_info, default_workers, make_loader,
-                  split_train_valid, with_transform)
+from data import (DATA_ON_DEVICE_HELP, DATASETS, DataError, DeviceLoader, EmptySplitError, build_datasets,
+                  data_on_device_refusal, dataset_info, default_workers, make_loader, split_train_valid, with_transform)
 from ddarts_losses import CELL_LOSSES, SEP_LOSSES
 from derive import PARSE_METHODS
 from distributed import (DEFAULT_TIMEOUT_S, Dist, average_over_ranks, broadcast_buffers, broadcast_object,
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay each search iteration as one CUDA graph, captured after three eager iterations and "
                         "again at each epoch (a batch of another size runs eagerly); CUDA only, --method darts "
                         "(first or second order), one process, fp32 or bf16; not yet run on a GPU")
+    p.add_argument("--data_on_device", action="store_true", help=DATA_ON_DEVICE_HELP)
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: BatchNorm statistics of the global batch instead of each process's share")
     p.add_argument("--dist_timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT_S,
@@ -240,6 +241,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     strategy, _ = make_strategy(args)
     if args.compile and strategy.compile_refusal:
         raise SearchError(strategy.compile_refusal)
+    refusal = data_on_device_refusal(args.dataset, args.auto_aug)
+    if args.data_on_device and refusal:
+        raise SearchError(refusal)
     return args
 
 
@@ -279,11 +283,11 @@ class SearchStream:
     """Batches of the held-out half from one iterator, re-created only when exhausted."""
 
     def __init__(self, dataset: Dataset, batch_size: int, workers: int, seed: int, device: torch.device,
-                 memory_format: torch.memory_format = torch.contiguous_format, ctx: Dist = Dist()):
+                 memory_format: torch.memory_format = torch.contiguous_format, ctx: Dist = Dist(),
+                 on_device: bool = False):
         self.sampler = ShardedOrder(len(dataset), seed, stream=1, rank=ctx.rank, world_size=ctx.world_size,
                                     batch_size=batch_size)
-        self.loader = make_loader(SeededSamples(dataset), batch_size, workers=workers,
-                                  sampler=self.sampler)
+        self.loader = _loader(dataset, batch_size, workers, self.sampler, device if on_device else None)
         self.device = device
         self.memory_format = memory_format
         self.consumed = 0          # batches taken from the current pass
@@ -341,10 +345,21 @@ def search_data(args: argparse.Namespace, ctx: Dist, device: torch.device, fmt: 
     valid_half = Subset(with_transform(train_full, test_set.transform), search_half.indices)
     workers = default_workers(args.dataset) if args.workers is None else args.workers
     order = ShardedOrder(len(train_half), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
-    return SearchData(order, make_loader(SeededSamples(train_half), batch, workers=workers, sampler=order),
-                      make_loader(valid_half, batch, workers=workers,
-                                  sampler=EvalShard(len(valid_half), ctx.rank, ctx.world_size)),
-                      SearchStream(search_half, batch, workers, args.seed, device, fmt, ctx), num_classes, info.network)
+    held_on = device if args.data_on_device else None
+    return SearchData(order, _loader(train_half, batch, workers, order, held_on),
+                      _loader(valid_half, batch, workers, EvalShard(len(valid_half), ctx.rank, ctx.world_size), held_on),
+                      SearchStream(search_half, batch, workers, args.seed, device, fmt, ctx, args.data_on_device),
+                      num_classes, info.network)
+
+
+def _loader(dataset: Dataset, batch: int, workers: int, sampler, held_on: torch.device | None):
+    """Batches of `dataset` in `sampler`'s order: from loader workers, or (--data_on_device) from the
+    dataset held on `held_on` and augmented there. A seeded sampler's (index, seed) items seed each
+    sample's augmentation."""
+    if held_on is not None:
+        return DeviceLoader(dataset, batch, held_on, sampler=sampler)
+    samples = SeededSamples(dataset) if isinstance(sampler, ShardedOrder) else dataset
+    return make_loader(samples, batch, workers=workers, sampler=sampler)
 
 
 # ----------------------------------------------------------------------------------------

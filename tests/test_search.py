@@ -19,7 +19,9 @@ import paths
 import run_dir
 import train_search
 from architect import Architect, ArchConfig, search_iteration
+from data import DeviceLoader
 from ddarts_losses import DDartsLosses, separation_terms
+from distributed import Dist
 from genotypes import PRIMITIVE_SETS, format_genotype, load_architecture, read_genotype_file
 from model import NetworkCIFAR
 from model_search import SearchError, SearchNetwork, load_baseline, make_spec, op_coefficients
@@ -447,6 +449,32 @@ def test_search_batches_come_from_one_persistent_stream():
     other = train_search.SearchStream(data, 4, 0, seed=0, device=torch.device("cpu"))
     other.load_state_dict(state)
     assert torch.equal(other()[1], nxt)
+
+
+def test_data_on_device_gives_the_loaders_samples_in_their_order():
+    flags = ["--dataset", "digits", "--batch_size", "64", "--seed", "3"]
+    cpu = torch.device("cpu")
+    loaded = train_search.search_data(train_search.parse_args(flags), Dist(), cpu, torch.contiguous_format)
+    held = train_search.search_data(train_search.parse_args(flags + ["--data_on_device"]), Dist(), cpu,
+                                    torch.contiguous_format)
+    assert all(isinstance(loader, DeviceLoader) for loader in (held.train_loader, held.valid_loader, held.stream.loader))
+    batches = 0
+    for (x, y), (x_held, y_held) in zip(loaded.valid_loader, held.valid_loader, strict=True):   # unaugmented
+        assert torch.equal(y_held, y)
+        torch.testing.assert_close(x_held, x, rtol=0, atol=1e-6)
+        batches += 1
+    assert batches == 12                                        # 719 held-out digits in batches of 64
+    # augmented halves: the same samples in the same order (each side draws its own crops)
+    for (_, y), (_, y_held) in zip(loaded.train_loader, held.train_loader, strict=True):
+        assert torch.equal(y_held, y)
+    for _ in range(13):                                         # past the end of a pass of the search stream
+        assert torch.equal(held.stream()[1], loaded.stream()[1])
+
+
+def test_a_search_with_data_on_device_writes_a_genotype(sandbox):
+    run = _run(sandbox, f"{COMMON} --layers 3 --steps 2 --multiplier 2 --data_on_device --genotype_name held")
+    assert '"data_on_device": true' in (run / "log.txt").read_text()
+    assert load_architecture(str(sandbox / "genotypes" / "held.txt")).shared
 
 
 def test_bad_input_is_one_sentence(sandbox, capsys):

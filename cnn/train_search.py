@@ -347,19 +347,20 @@ def search_data(args: argparse.Namespace, ctx: Dist, device: torch.device, fmt: 
     order = ShardedOrder(len(train_half), args.seed, rank=ctx.rank, world_size=ctx.world_size, batch_size=batch)
     held_on = device if args.data_on_device else None
     return SearchData(order, _loader(train_half, batch, workers, order, held_on),
-                      _loader(valid_half, batch, workers, EvalShard(len(valid_half), ctx.rank, ctx.world_size), held_on),
+                      _loader(valid_half, batch, workers, EvalShard(len(valid_half), ctx.rank, ctx.world_size), held_on,
+                              seeded=False),
                       SearchStream(search_half, batch, workers, args.seed, device, fmt, ctx, args.data_on_device),
                       num_classes, info.network)
 
 
-def _loader(dataset: Dataset, batch: int, workers: int, sampler, held_on: torch.device | None):
+def _loader(dataset: Dataset, batch: int, workers: int, sampler: ShardedOrder | EvalShard,
+            held_on: torch.device | None, seeded: bool = True):
     """Batches of `dataset` in `sampler`'s order: from loader workers, or (--data_on_device) from the
-    dataset held on `held_on` and augmented there. A seeded sampler's (index, seed) items seed each
-    sample's augmentation."""
+    dataset held on `held_on` and augmented there. `seeded`: the sampler gives (index, seed) items, whose
+    seed draws the sample's augmentation (a ShardedOrder; an EvalShard gives plain indices)."""
     if held_on is not None:
         return DeviceLoader(dataset, batch, held_on, sampler=sampler)
-    samples = SeededSamples(dataset) if isinstance(sampler, ShardedOrder) else dataset
-    return make_loader(samples, batch, workers=workers, sampler=sampler)
+    return make_loader(SeededSamples(dataset) if seeded else dataset, batch, workers=workers, sampler=sampler)
 
 
 # ----------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ What capture asks of the iteration, and how it holds here:
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -60,7 +62,8 @@ class GraphedIteration:
         reads_search_batch = self._shapes[searching][1] is not None
         held = search_batch() if reads_search_batch else None
         if _shapes(batch, held) != self._shapes[searching]:
-            return self.iteration(batch, lambda: held, searching)
+            with _uncaptured_steps():
+                return self.iteration(batch, lambda: held, searching)
         captured = self._graphs[searching] = _Captured(self.iteration, batch, held, searching)
         return captured.outputs
 
@@ -76,7 +79,7 @@ class GraphedIteration:
             self._side_stream = torch.cuda.Stream()
         stream = self._side_stream
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
+        with torch.cuda.stream(stream), _uncaptured_steps():
             result = self.iteration(batch, fetch, searching)
         torch.cuda.current_stream().wait_stream(stream)
         self._shapes.setdefault(searching, _shapes(batch, fetched))
@@ -106,7 +109,8 @@ class _Captured:
         """The iteration on these batches: the graph's if they have its shapes, else eagerly."""
         search = search_batch() if self.search is not None else None
         if _shapes(batch, search) != self.shapes:
-            return self.iteration(batch, lambda: search, self.searching)
+            with _uncaptured_steps():
+                return self.iteration(batch, lambda: search, self.searching)
         for static, new in zip(self.batch + (self.search or ()), tuple(batch) + tuple(search or ())):
             static.copy_(new, non_blocking=True)
         self.graph.replay()
@@ -119,3 +123,11 @@ def _shapes(batch: Batch, search: Batch | None) -> Shapes:
     def of(tensors: Batch) -> tuple:
         return tuple((t.shape, t.dtype) for t in tensors)
     return of(batch), None if search is None else of(search)
+
+
+@contextlib.contextmanager
+def _uncaptured_steps() -> Iterator[None]:
+    """Eager iterations are meant here: torch's warning that a capturable optimizer steps uncaptured is not."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+        yield

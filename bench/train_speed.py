@@ -42,22 +42,27 @@ EPOCHS, IMAGES_PER_EPOCH = 600, 50_000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     p.add_argument("--original", default=None, help="the original DARTS cnn/ folder, timed side by side")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--threads", type=cli.positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--batch_size", type=cli.positive_int, default=32,
+                   help="2 or more (the auxiliary head's last BatchNorm cannot train on one image)")
     p.add_argument("--arch", default="DARTS_V2")
-    p.add_argument("--init_channels", type=int, default=36)
-    p.add_argument("--layers", type=int, default=20)
+    p.add_argument("--init_channels", type=cli.positive_int, default=36)
+    p.add_argument("--layers", type=cli.positive_int, default=20)
     p.add_argument("--memory_format", default=None, help="ours: default = train.py's default")
     p.add_argument("--amp", action="store_true", help="ours: mixed precision on CUDA")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile (the warm-up steps compile)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (one child of each side per round)")
-    p.add_argument("--iterations", type=int, default=3, help="timed steps per child (the median is taken)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per child first")
+    p.add_argument("--rounds", type=cli.positive_int, default=3,
+                   help="interleaved rounds (one child of each side per round)")
+    p.add_argument("--iterations", type=cli.positive_int, default=3, help="timed steps per child (the median is taken)")
+    p.add_argument("--warmup", type=cli.non_negative_int, default=1, help="untimed steps per child first")
     p.add_argument("--one", choices=("ours",), default=None, help=argparse.SUPPRESS)   # internal: the child
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.batch_size < 2:
+        p.error("--batch_size must be 2 or more: the auxiliary head's last BatchNorm cannot train on one image")
+    return args
 
 
 def measure_ours(args: argparse.Namespace) -> dict:
@@ -141,4 +146,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

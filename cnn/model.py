@@ -421,6 +421,13 @@ class ModelSpec:
             raise ModelError(f"--auxiliary needs inputs of at least {MIN_AUXILIARY_INPUT[self.network]} px with the "
                              f"{self.network} stem, this dataset has {image_size} px: drop --auxiliary")
 
+    def check_batch_size(self, per_process_batch: int) -> None:
+        """Refuse an auxiliary head that batches of one image cannot train (its BatchNorm after a 1x1 feature
+        map would normalise one value per channel)."""
+        if self.auxiliary and per_process_batch < 2:
+            raise ModelError(f"--auxiliary needs at least 2 images per batch in each process, not "
+                             f"{per_process_batch}: its last BatchNorm normalises one value per image and channel")
+
     def architecture(self) -> Architecture:
         return to_architecture(parse_genotype(self.genotype, source=self.arch_name), self.arch_name)
 

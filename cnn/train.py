@@ -195,6 +195,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         spec = ModelSpec.resolve(args.arch, info.network, num_classes, init_channels=args.init_channels,
                                  layers=args.layers, ops=args.ops, mid_channels=args.mid_channels,
                                  auxiliary=args.auxiliary)
+        spec.check_batch_size(batch)
     spec.check_input_size(info.image_size)
     net = spec.build()
     if args.load and state is None:
@@ -212,6 +213,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         train_loader = DeviceLoader(train_set, batch, device, sampler=order)
     else:
         train_loader = make_loader(SeededSamples(train_set), batch, workers=workers, sampler=order)
+    min_batch = 2 if args.auxiliary else 1
 
     def eval_loader(dataset):
         if dataset is None:
@@ -255,6 +257,8 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         log.info("started from the weights of %s", args.load)
     if start_epoch:
         log.info("resumed from epoch %d", start_epoch)
+    if args.auxiliary and len(order) % batch == 1:
+        log.info("each epoch's last batch holds one image, which the auxiliary head cannot train on: it is skipped")
 
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1) if ctx.is_main else None
     select_name = "valid" if valid_loader else "test"
@@ -270,7 +274,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
         train = train_epoch(model, train_loader, optimizer, criterion, device, precision, epoch=epoch + 1,
                             auxiliary_weight=args.auxiliary_weight, grad_clip=args.grad_clip,
-                            desc=f"epoch {epoch + 1}/{args.epochs}", memory_format=fmt)
+                            desc=f"epoch {epoch + 1}/{args.epochs}", memory_format=fmt, min_batch=min_batch)
         scheduler.step()
         broadcast_buffers(net)
         check_finite_weights(net, epoch + 1)

@@ -78,9 +78,10 @@ class EpochResult:
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                 device: torch.device, precision: Precision, *, epoch: int, auxiliary_weight: float = 0.0,
                 grad_clip: float = 0.0, desc: str = "train",
-                memory_format: torch.memory_format = torch.contiguous_format) -> EpochResult:
+                memory_format: torch.memory_format = torch.contiguous_format, min_batch: int = 1) -> EpochResult:
     """One pass over `loader` (epoch number `epoch`, from 1); metrics stay on the device until the end
-    of the epoch, when a NaN or inf loss raises DivergenceError.
+    of the epoch, when a NaN or inf loss raises DivergenceError. A batch of fewer than `min_batch`
+    images (an epoch's last) is skipped: an auxiliary head cannot train on one image.
 
     `model` may be wrapped in DistributedDataParallel: its gradients arrive averaged over the
     ranks before they are clipped, so every rank takes the same step.
@@ -89,6 +90,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     loss_sum, top1_sum, top5_sum = RunningSum(device), RunningSum(device), RunningSum(device)
     watch = DivergenceWatch(device, epoch)
     for x, y in progress(loader, desc):
+        if y.shape[0] < min_batch:      # every rank has the same batch sizes (sampling.ShardedOrder): all skip it
+            continue
         x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
         loss, logits = train_step(model, x, y, optimizer, criterion, precision, auxiliary_weight=auxiliary_weight,
                                   grad_clip=grad_clip)

@@ -43,6 +43,8 @@ def one_sentence(capsys, script: str, *argv: str) -> str:
     ("train", ["--seed", "-3"], "--seed: -3 is not a seed"),
     ("train", ["--dist_timeout", "0"], "--dist_timeout: 0 is not a number > 0"),
     ("train", ["--epochs", "3", "--bogus"], "unrecognized arguments: --bogus"),
+    ("train", ["--dataset", "digits", "--auxiliary", "--batch_size", "1"],
+     "--auxiliary needs at least 2 images per batch in each process, not 1"),
     ("train_search", ["--max_steps", "0"], "--max_steps: 0 is not a positive integer"),
     ("train_search", ["--learning_rate", "-1"], "--learning_rate: -1 is not a number >= 0"),
     ("train_search", ["--arch_learning_rate", "-1"], "--arch_learning_rate: -1 is not a number >= 0"),

@@ -49,6 +49,18 @@ def evaluate_output(*args: str, cwd: Path = REPO) -> str:
     return scripts.run_ok("cnn/evaluate_model.py", *args, cwd=cwd).stdout
 
 
+def test_a_last_batch_of_one_image_is_skipped_with_the_auxiliary_head(tmp_path, logs):
+    # 9 images in batches of 8: the auxiliary head's last BatchNorm cannot train on the ninth alone
+    data = make_cifar10(tmp_path / "data", n_train=9, n_test=4)
+    train_ok("--arch", "DARTS_V2", "--dataset", "cifar10", "--data", str(data), "--auxiliary", "--init_channels",
+             "4", "--layers", "3", "--batch_size", "8", "--epochs", "2", "--save", "odd")
+    run = only_run(logs)
+    assert "each epoch's last batch holds one image, which the auxiliary head cannot train on: it is skipped" in \
+        (run / "log.txt").read_text()
+    final = json.loads((run / "results.json").read_text())["final"]
+    assert final["train_loss"] > 0 and 0.0 <= final["test_top1"] <= 100.0
+
+
 def test_cifar10_with_cifar10_1_trains_and_evaluates(tmp_path, logs):
     data = make_cifar10(tmp_path / "data", n_train=16, n_test=8)
     make_cifar10_1(data, n=8)

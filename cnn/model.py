@@ -421,13 +421,6 @@ class ModelSpec:
             raise ModelError(f"--auxiliary needs inputs of at least {MIN_AUXILIARY_INPUT[self.network]} px with the "
                              f"{self.network} stem, this dataset has {image_size} px: drop --auxiliary")
 
-    def check_batch_size(self, per_process_batch: int) -> None:
-        """Refuse an auxiliary head that batches of one image cannot train (its BatchNorm after a 1x1 feature
-        map would normalise one value per channel)."""
-        if self.auxiliary and per_process_batch < 2:
-            raise ModelError(f"--auxiliary needs at least 2 images per batch in each process, not "
-                             f"{per_process_batch}: its last BatchNorm normalises one value per image and channel")
-
     def architecture(self) -> Architecture:
         return to_architecture(parse_genotype(self.genotype, source=self.arch_name), self.arch_name)
 
@@ -442,6 +435,13 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def min_train_batch(spec) -> int:
+    """The fewest images per batch (and process) that `spec`'s network trains on (a ModelSpec or a
+    multi-channel PathSpec): 2 with the CIFAR auxiliary head, whose last BatchNorm sees a 1x1 map and
+    so one value per image and channel, else 1."""
+    return 2 if spec.auxiliary and spec.network == "cifar" else 1
 
 
 def ddarts_state_dict(state: dict[str, torch.Tensor], model: Network) -> dict[str, torch.Tensor]:

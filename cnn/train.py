@@ -34,7 +34,7 @@ from data import (DATA_ON_DEVICE_HELP, DATASETS, DataError, DeviceLoader, EmptyS
                   split_train_valid, with_transform)
 from distributed import DEFAULT_TIMEOUT_S, Dist, broadcast_buffers, broadcast_object, process_group, sync_batchnorm
 from metrics import count_macs, count_parameters
-from model import ModelSpec, load_model_weights
+from model import ModelError, ModelSpec, load_model_weights, min_train_batch
 from multichannel import PathSpec
 from operations import OPS
 from paths import REPO_ROOT
@@ -195,7 +195,10 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         spec = ModelSpec.resolve(args.arch, info.network, num_classes, init_channels=args.init_channels,
                                  layers=args.layers, ops=args.ops, mid_channels=args.mid_channels,
                                  auxiliary=args.auxiliary)
-        spec.check_batch_size(batch)
+    min_batch = min_train_batch(spec)
+    if batch < min_batch:
+        raise ModelError(f"--auxiliary needs at least {min_batch} images per batch in each process, not {batch}: "
+                         f"its last BatchNorm normalises one value per image and channel")
     spec.check_input_size(info.image_size)
     net = spec.build()
     if args.load and state is None:
@@ -213,7 +216,6 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         train_loader = DeviceLoader(train_set, batch, device, sampler=order)
     else:
         train_loader = make_loader(SeededSamples(train_set), batch, workers=workers, sampler=order)
-    min_batch = 2 if args.auxiliary else 1
 
     def eval_loader(dataset):
         if dataset is None:
@@ -257,7 +259,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         log.info("started from the weights of %s", args.load)
     if start_epoch:
         log.info("resumed from epoch %d", start_epoch)
-    if args.auxiliary and len(order) % batch == 1:
+    if len(order) % batch == 1 and min_batch > 1:
         log.info("each epoch's last batch holds one image, which the auxiliary head cannot train on: it is skipped")
 
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1) if ctx.is_main else None

@@ -3,7 +3,7 @@ and the architecture weights as heatmaps.
 
 The cells come from the run's weights/epoch_NNN.npy (what train_search.py saves after each
 epoch: the weights the parse rule sees, (sets, edges, ops)), parsed with the rule and threshold
-of its args.json by cnn/derive.py, and drawn with visualize.cell_graph.
+of its args.json by cnn/derive.py, and drawn with cell_diagram.cell_graph.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from errors import UserError
 from genotypes import PRIMITIVE_SETS, CellGenes, Edge
 from model import default_reductions
 from plots import image_grid, weight_heatmaps
-from visualize import cell_graph, node_name
+from cell_diagram import cell_graph, node_name
 
 CELLS_PER_ROW = 4
 

@@ -18,7 +18,8 @@ import visualize
 from cli import FlagError
 from genotypes import PRIMITIVE_SETS, CellGenes, Edge, load_architecture
 from scripts import run_script
-from visualize import cell_graph, draw_architecture
+from cell_diagram import cell_graph
+from visualize import draw_architecture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "cnn" / "visualize.py"

@@ -73,7 +73,7 @@ part() {   # part NAME SECONDS COMMAND...: run COMMAND within SECONDS and the bu
 
 search=(python bench/search_speed.py --device cuda --batch_size 64 --layers 8 --init_channels 16 --iterations 5)
 part search_fp32_eager 90 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order
-part search_fp32_cuda_graphs 90 "${search[@]}" --warmup 5 --strategies darts_first_order darts_second_order --cuda_graphs
+part search_fp32_cuda_graphs 120 "${search[@]}" --warmup 5 --strategies darts_first_order darts_second_order --cuda_graphs
 part pytest 170 python -m pytest -q -m cuda tests/test_cuda.py --junitxml "$work/pytest.xml"
 part search_bf16_eager 60 "${search[@]}" --warmup 2 --strategies darts_first_order darts_second_order --amp
 part search_bf16_cuda_graphs 60 "${search[@]}" --warmup 5 --strategies darts_first_order darts_second_order --amp --cuda_graphs

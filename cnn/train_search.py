@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--memory_format", default="auto", choices=MEMORY_FORMATS,
                    help="tensor layout; auto: channels_last on the CPU (its depthwise convolutions are "
-                        "several times faster that way), contiguous on CUDA")
+                        "several times faster that way) and on CUDA (cuDNN's tensor-core convolutions)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the supernet: the first iteration compiles it (first order: two graphs, "
                         "architecture and network step; --unrolled: three), about ten minutes on a CPU "

@@ -54,7 +54,7 @@ RESUME_REQUIRED = ("model", "optimizer", "architect", "scaler", "epoch", "elapse
 
 
 class SearchError(UserError):
-    """A genotype name the search cannot write."""
+    """A genotype name the search cannot write, or batch sizes the search cell cannot train on."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,6 +142,9 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
     """Run (or continue) a search; returns this rank's search network at the end."""
     rank_batch = ctx.per_rank_batch(args.batch_size)
     cfg = dataclasses.replace(step_config(args, rank_batch), length_sd=0.0)    # DARTS's search: bptt or bptt / 2
+    if cfg.small_batch_size < 2:
+        raise SearchError("the search cell's BatchNorm needs at least 2 sequences computed at once, and this run "
+                          "computes 1 (--small_batch_size, by default a process's whole --batch_size): raise it")
     precision = Precision(device, args.amp)
     corpus = load_corpus(args.data)
     if state is not None:

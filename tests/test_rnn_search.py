@@ -202,6 +202,7 @@ def test_first_order_search_writes_to_the_run_name_and_refuses_a_name_it_did_not
     (["--emsize", "6", "--nhid", "8"], "must be equal"),
     (["--batch_size", "6", "--small_batch_size", "4"], "must be a multiple of --small_batch_size 4"),
     (["--genotype_name", "../up"], "must be a plain file name"),
+    (["--small_batch_size", "1"], "the search cell's BatchNorm needs at least 2 sequences computed at once"),
 ])
 def test_bad_input_is_one_sentence(tmp_path, corpus_dir, flags, message):
     args = ["--data", str(corpus_dir), *TINY, "--epochs", "1", *flags]

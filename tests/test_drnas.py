@@ -1,4 +1,6 @@
 """DrNAS: op weights sampled from learned Dirichlet distributions, the KL toward the Dirichlet prior."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from torch.distributions import Dirichlet, kl_divergence
 
 import cli
 import train_search
+from scripts import assert_one_sentence_error, run_script
 from strategies.drnas import dirichlet_kl
 from test_strategies import tiny_engine
 
@@ -59,3 +62,18 @@ def test_drnas_refuses_another_weighting(capsys):
         cli.run(lambda: train_search.main(["--method", "drnas", "--weighting_algorithm", "sigmoid"]))
     assert capsys.readouterr().err.strip() == ("error: --method drnas samples its op weights from Dirichlet "
                                                "distributions; it does not take --weighting_algorithm sigmoid")
+
+
+def test_a_search_whose_concentrations_diverge_stops_in_one_sentence(tmp_path):
+    # an absurd architecture learning rate drives concentrations to 0 and the alphas to infinity: the
+    # unvalidated Dirichlet samples them, and the run reports the divergence, with nothing saved
+    env = {**os.environ, "DARTS_LOGS_DIR": str(tmp_path / "logs")}
+    (tmp_path / "genotypes").mkdir()
+    done = run_script("tests/patched_script.py", "--genotypes_to", str(tmp_path / "genotypes"), "--",
+                      "cnn/train_search.py", "--method", "drnas", "--dataset", "digits", "--batch_size", "32",
+                      "--init_channels", "4", "--layers", "3", "--epochs", "1", "--pretrain_epochs", "0",
+                      "--max_steps", "3", "--arch_learning_rate", "1e30", env=env)
+    assert_one_sentence_error(done, "training diverged in epoch 1", "lower --learning_rate or --arch_learning_rate")
+    (run,) = (tmp_path / "logs" / "search").iterdir()
+    assert not (run / "checkpoint.pt").exists() and not list((tmp_path / "genotypes").iterdir())
+

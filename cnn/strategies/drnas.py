@@ -57,7 +57,10 @@ class DirichletNetwork(SearchNetwork):
     def coefficients(self) -> list[EdgeWeights]:
         betas = self.concentrations()
         if self.training:
-            return [EdgeWeights(torch.distributions.Dirichlet(b).rsample()) for b in betas]
+            # Unvalidated: validation reads every concentration on the host at each forward (a sync per step on
+            # a GPU) and raised a bare ValueError once a diverging step drove one to 0; a sample of such
+            # concentrations is NaN or makes the KL term infinite, which the divergence watch reports.
+            return [EdgeWeights(torch.distributions.Dirichlet(b, validate_args=False).rsample()) for b in betas]
         return [EdgeWeights(b / b.sum(-1, keepdim=True)) for b in betas]
 
     @torch.no_grad()

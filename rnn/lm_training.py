@@ -117,14 +117,15 @@ def train_step(model: RNNModel, data: torch.Tensor, targets: torch.Tensor, hidde
 
 def train_epoch(model: RNNModel, train_data: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Precision,
                 cfg: StepConfig, *, epoch: int, rng: np.random.Generator, log: Logger,
-                arch_step: Callable[..., None] | None = None) -> float:
+                arch_step: Callable[..., None] | None = None, advice: str = DIVERGENCE_ADVICE) -> float:
     """One pass over this rank's columns of the batched training data; the mean negative
-    log-likelihood per token over every rank. A NaN or inf loss raises DivergenceError at the end.
-    `arch_step(first row, chunk, data, targets, hidden)` runs before each chunk's weight step (the search)."""
+    log-likelihood per token over every rank. A NaN or inf loss raises DivergenceError (with `advice`)
+    at the end. `arch_step(first row, chunk, data, targets, hidden)` runs before each chunk's weight step
+    (the search)."""
     model.train()
     device = train_data.device
     hidden = [model.init_hidden(cfg.small_batch_size) for _ in range(train_data.shape[1] // cfg.small_batch_size)]
-    watch = DivergenceWatch(device, epoch, DIVERGENCE_ADVICE)
+    watch = DivergenceWatch(device, epoch, advice)
     epoch_sum, interval_sum = RunningSum(device), torch.zeros((), device=device)
     interval_tokens, started = 0, time.time()
     schedule = batch_schedule(train_data.shape[0], cfg.bptt, cfg.max_seq_len_delta, rng, cfg.length_sd)

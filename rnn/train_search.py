@@ -53,6 +53,9 @@ RESUME_OVERRIDABLE = ("device", "data", "resume", "stop_epoch", "dist_timeout", 
 RESUME_REQUIRED = ("model", "optimizer", "architect", "scaler", "epoch", "elapsed", "vocabulary", "sizes")
 
 
+SEARCH_DIVERGENCE_ADVICE = DIVERGENCE_ADVICE.replace("--lr or --clip", "--lr, --arch_lr or --clip")
+
+
 class SearchError(UserError):
     """A genotype name the search cannot write, or batch sizes the search cell cannot train on."""
 
@@ -199,12 +202,12 @@ def search(args: argparse.Namespace, state: dict | None, run_dir: Path | None, c
         started = time.time()
         seed_epoch(args.seed, epoch, ctx.rank)
         rng = np.random.default_rng(mix_seed(args.seed, epoch))
-        watch = DivergenceWatch(device, epoch + 1, DIVERGENCE_ADVICE)
+        watch = DivergenceWatch(device, epoch + 1, SEARCH_DIVERGENCE_ADVICE)
         steps = ArchitectureSteps(architect, search_data, optimizer, args.bptt, cfg.small_batch_size, watch)
         train_loss = train_epoch(model, train_data, optimizer, precision, cfg, epoch=epoch + 1, rng=rng, log=log,
-                                 arch_step=steps)
+                                 arch_step=steps, advice=SEARCH_DIVERGENCE_ADVICE)
         watch.check()
-        check_finite_weights(model, epoch + 1, DIVERGENCE_ADVICE)
+        check_finite_weights(model, epoch + 1, SEARCH_DIVERGENCE_ADVICE)
         valid_loss = evaluate(model, val_data, args.bptt, precision, "valid")
         elapsed += time.time() - started
         scalars = {"train_loss": train_loss, "train_ppl": perplexity(train_loss), "arch_loss": steps.loss.mean(),

@@ -203,6 +203,8 @@ def test_first_order_search_writes_to_the_run_name_and_refuses_a_name_it_did_not
     (["--batch_size", "6", "--small_batch_size", "4"], "must be a multiple of --small_batch_size 4"),
     (["--genotype_name", "../up"], "must be a plain file name"),
     (["--small_batch_size", "1"], "the search cell's BatchNorm needs at least 2 sequences computed at once"),
+    (["--arch_lr", "1e30"], "training diverged at epoch 1, step 2: the loss became nan; lower --lr, --arch_lr or "
+                            "--clip"),
 ])
 def test_bad_input_is_one_sentence(tmp_path, corpus_dir, flags, message):
     args = ["--data", str(corpus_dir), *TINY, "--epochs", "1", *flags]

@@ -164,9 +164,9 @@ def write_onnx(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Export a network: a run's model_best.pt into best_models/ with a "
-                                            "manifest (--name), or an ONNX file checked by onnxruntime (--onnx).",
-                                formatter_class=cli.HelpFormatter)
+    p = cli.ArgumentParser(description="Export a network: a run's model_best.pt into best_models/ with a "
+                                       "manifest (--name), or an ONNX file checked by onnxruntime (--onnx).",
+                           formatter_class=cli.HelpFormatter)
     p.add_argument("run", nargs="?", default=None, help="a logs/eval/<run> folder written by train.py")
     p.add_argument("--name", default=None, help="copy the run's model_best.pt to best_models/<name>.pt with a manifest")
     p.add_argument("--onnx", default=None, help="write this .onnx file")
@@ -180,10 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixes the input size and the check images (default: the checkpoint's, else cifar10)")
     p.add_argument("--data", default=str(REPO_ROOT / "data"),
                    help="dataset root; its test split gives the check images, else scikit-learn's digits do")
-    p.add_argument("--init_channels", type=int, default=None)
-    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--init_channels", type=cli.positive_int, default=None)
+    p.add_argument("--layers", type=cli.positive_int, default=None)
     p.add_argument("--ops", default=None, choices=["auto", *OPS], help="op family (default: the checkpoint's, else auto)")
-    p.add_argument("--mid_channels", type=int, default=None)
+    p.add_argument("--mid_channels", type=cli.positive_int, default=None)
     p.add_argument("--rtol", type=float, default=RTOL,
                    help="largest onnxruntime vs PyTorch logit difference allowed, as a fraction of the largest |logit|")
     return p

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import cli
 import export_model
 from checkpoint import load_checkpoint
 from data import build_datasets
@@ -140,9 +141,10 @@ def test_missing_onnxruntime_is_one_sentence_naming_it(tmp_path):
 ])
 def test_flag_combinations_are_checked(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        export_model.parse_args(argv)
+        cli.run(lambda: export_model.parse_args(argv))
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err, err
 
 
 def test_copy_into_best_models_still_writes_checkpoint_and_manifest(trained_run, tmp_path):

@@ -419,6 +419,7 @@ def test_each_strategy_runs_an_epoch_and_writes_a_genotype_that_builds(sandbox, 
 @pytest.mark.parametrize("extra", [
     "--layers 3 --steps 2 --multiplier 2",
     "--layers 3 --steps 2 --multiplier 2 --method ddarts --op_threshold 0.3",
+    "--layers 3 --steps 2 --multiplier 2 --data_on_device",
 ])
 def test_a_resumed_search_ends_exactly_like_an_uninterrupted_one(sandbox, extra):
     line = f"{COMMON.replace('--epochs 1', '--epochs 2')} {extra}"

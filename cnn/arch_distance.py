@@ -29,7 +29,6 @@ The published figures are reproduced to the last printed digit: ResNet18-ResNet5
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from functools import lru_cache
@@ -218,7 +217,7 @@ def weights_distance(a: np.ndarray, b: np.ndarray, *, primitives: Sequence[str] 
 # ----------------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="arch_distance.py",
         description="Print the D-DARTS architecture distance between two genotypes "
                     "(names in genotypes/ or genotype file paths).")

@@ -229,7 +229,7 @@ def write_charts(out_dir: Path, epochs: int = 300, max_lr: float = 0.1, min_lr: 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from paths import LOGS_DIR
-    p = argparse.ArgumentParser(description="Draw cosine power annealing schedules next to cosine annealing "
+    p = cli.ArgumentParser(description="Draw cosine power annealing schedules next to cosine annealing "
                                             "(linear and log scale) and write them as image files and CSV.")
     p.add_argument("--out", default=str(LOGS_DIR / "cosine_power_annealing"), help="output folder")
     p.add_argument("--epochs", type=int, default=300)

@@ -601,7 +601,7 @@ COST_COLUMNS = ["device", "gpu", "phase", "runs", "device_hours", "device_days"]
 # ------------------------------------------------------------------------------------------ command line
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description="Summarise a study: one table per genotype with mean ± std accuracies, the variance across "
                     "search seeds apart from across training seeds, and the cost in device-days.",
         epilog="Example: python cnn/summarize_results.py logs --out report")

@@ -10,7 +10,7 @@ import evaluate_model
 import train
 import train_search
 from data import DataError, build_datasets
-from scripts import assert_one_sentence_error, run_script
+from scripts import REPO, assert_one_sentence_error, run_script
 from tiny_datasets import make_cifar10, make_imagefolder
 
 SCRIPTS = {"train": train.main, "train_search": train_search.main, "evaluate_model": evaluate_model.main}
@@ -68,6 +68,21 @@ def test_a_bad_flag_is_refused_while_parsing(capsys, script, flags, message):
 ])
 def test_a_bad_flag_is_one_sentence_from_the_command_line(script, flags, message):
     assert_one_sentence_error(run_script(script, *flags), message)
+
+
+COMMAND_LINE_SCRIPTS = sorted(str(path.relative_to(REPO)) for folder in ("cnn", "rnn")
+                              for path in (REPO / folder).glob("*.py") if "cli.run(main)" in path.read_text())
+
+
+def test_every_script_is_found():
+    assert len(COMMAND_LINE_SCRIPTS) >= 13 and "cnn/summarize_results.py" in COMMAND_LINE_SCRIPTS
+
+
+@pytest.mark.parametrize("script", COMMAND_LINE_SCRIPTS)
+def test_every_script_refuses_an_unknown_flag_in_one_sentence(script):
+    """Every script parses with cli.ArgumentParser: one sentence that points to --help, no usage dump (a script
+    with required arguments names those first)."""
+    assert_one_sentence_error(run_script(script, "--no_such_flag"), f"(see {script.split('/')[1]} --help)")
 
 
 @pytest.mark.parametrize("flags, message", [

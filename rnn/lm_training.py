@@ -120,7 +120,7 @@ def train_epoch(model: RNNModel, train_data: torch.Tensor, optimizer: torch.opti
                 arch_step: Callable[..., None] | None = None, advice: str = DIVERGENCE_ADVICE) -> float:
     """One pass over this rank's columns of the batched training data; the mean negative
     log-likelihood per token over every rank. A NaN or inf loss raises DivergenceError (with `advice`)
-    at the end. `arch_step(first row, chunk, data, targets, hidden)` runs before each chunk's weight step
+    at the next report (every `cfg.log_interval` batches) or at the end. `arch_step(first row, chunk, data, targets, hidden)` runs before each chunk's weight step
     (the search)."""
     model.train()
     device = train_data.device
@@ -137,6 +137,7 @@ def train_epoch(model: RNNModel, train_data: torch.Tensor, optimizer: torch.opti
         interval_sum += nll
         interval_tokens += targets.numel()
         if cfg.log_interval and batch % cfg.log_interval == 0:
+            watch.check()       # the report reads the loss on the host anyway: a diverged run stops here
             loss = float(interval_sum) / interval_tokens
             log.info("| epoch %3d | %5d/%5d batches | lr %.2f | ms/batch %.1f | loss %.2f | ppl %.2f", epoch, batch,
                      len(schedule), optimizer.param_groups[0]["lr"], 1000 * (time.time() - started) / cfg.log_interval,

@@ -113,10 +113,14 @@ def test_resume_continues_exactly_across_the_switch_to_averaged_sgd(tmp_path, co
 
 def test_a_diverging_run_stops_in_one_sentence_and_keeps_no_checkpoint(tmp_path, corpus_dir):
     logs = tmp_path / "logs"
-    done = train(logs, "--data", str(corpus_dir), *TINY, "--epochs", "2", "--lr", "1e30", "--clip", "1e30")
-    assert_one_sentence_error(done, "training diverged at epoch 1", "lower --lr or --clip")
+    done = train(logs, "--data", str(corpus_dir), *TINY, "--epochs", "2", "--lr", "1e30", "--clip", "1e30",
+                 "--log_interval", "1")
+    assert_one_sentence_error(done, "training diverged at epoch 1, step 2", "lower --lr or --clip")
     (run,) = runs(logs)
     assert not (run / "checkpoint.pt").exists() and not (run / "model_best.pt").exists()
+    # it stopped at the first report after the NaN, not at the end of the epoch's 11 batches
+    reports = [line for line in (run / "log.txt").read_text().splitlines() if "| epoch   1 |" in line]
+    assert len(reports) == 1 and "1/   11 batches" in reports[0], reports
 
 
 def test_bad_input_is_one_sentence(tmp_path, corpus_dir):

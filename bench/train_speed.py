@@ -71,7 +71,7 @@ def measure_ours(args: argparse.Namespace) -> dict:
     import torch.nn as nn
     from model import ModelSpec
     from runtime import Precision, compile_module, resolve_device, tune_runtime
-    from training import make_optimizer, memory_format, train_step
+    from training import make_optimizer, memory_format, to_memory_format, train_step
 
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -82,7 +82,7 @@ def measure_ours(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     spec = ModelSpec.resolve(args.arch, "cifar", 10, init_channels=args.init_channels, layers=args.layers,
                              auxiliary=True)
-    net = spec.build().to(device, memory_format=fmt).train()
+    net = to_memory_format(spec.build(), device, fmt).train()
     if args.compile:
         compile_module(net)
     optimizer = make_optimizer(net.parameters(), argparse.Namespace(learning_rate=0.025, momentum=0.9,

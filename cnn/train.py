@@ -43,9 +43,11 @@ from run_dir import create_run_dir, record_invocation, setup_logger, write_json
 from sampling import EvalShard, SeededSamples, ShardedOrder
 from runtime import (Precision, check_finite_weights, compile_module, resolve_device, seed_epoch, seed_everything,
                      tune_runtime)
-from training import LR_SCHEDULES, MEMORY_FORMATS, evaluate, lr_scheduler, make_optimizer, memory_format, train_epoch
+from training import (LR_SCHEDULES, MEMORY_FORMATS, evaluate, lr_scheduler, make_optimizer, memory_format,
+                      to_memory_format, train_epoch)
 
-RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "data", "resume", "stop_epoch", "dist_timeout", "compile")
+RESUME_OVERRIDABLE = ("device", "workers", "report_freq", "histogram_freq", "data", "resume", "stop_epoch",
+                      "dist_timeout", "compile")
 RESUME_REQUIRED = ("model", "optimizer", "scheduler", "scaler", "epoch", "best", "elapsed")
 
 
@@ -127,8 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stop_epoch", type=cli.non_negative_int, default=None,
                    help="end this process after that epoch, checkpoint kept (e.g. a job time limit); --resume continues")
     p.add_argument("--report_freq", type=cli.non_negative_int, default=50,
-                   help="epochs between tensorboard histograms of the weights, 0 for none (train_search.py: steps "
-                        "between log lines)")
+                   help="steps between log lines of the epoch's training loss and accuracies so far (as DARTS), "
+                        "each also a check for a diverged loss; 0 for none")
+    p.add_argument("--histogram_freq", type=cli.non_negative_int, default=50,
+                   help="epochs between tensorboard histograms of the weights, 0 for none")
     args = p.parse_args(argv)
     if args.load and args.resume:
         p.error("--load starts a new run from weights and --resume continues one: give only one of them")
@@ -203,7 +207,7 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
     net = spec.build()
     if args.load and state is None:
         load_start_weights(net, spec, args.load)
-    net = net.to(device, memory_format=fmt)
+    net = to_memory_format(net, device, fmt)
     params, macs = count_parameters(net), count_macs(net, info.image_size, device)
     if args.sync_bn:
         net = sync_batchnorm(net, device)
@@ -276,7 +280,8 @@ def train(args: argparse.Namespace, state: dict | None, run_dir: Path | None, ct
         net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
         train = train_epoch(model, train_loader, optimizer, criterion, device, precision, epoch=epoch + 1,
                             auxiliary_weight=args.auxiliary_weight, grad_clip=args.grad_clip,
-                            desc=f"epoch {epoch + 1}/{args.epochs}", memory_format=fmt, min_batch=min_batch)
+                            desc=f"epoch {epoch + 1}/{args.epochs}", memory_format=fmt, min_batch=min_batch,
+                            report_freq=args.report_freq, log=log)
         scheduler.step()
         broadcast_buffers(net)
         check_finite_weights(net, epoch + 1)
@@ -318,7 +323,7 @@ def save_epoch(args: argparse.Namespace, run_dir: Path, writer: SummaryWriter, e
     """Rank 0's records of one epoch: tensorboard, model_best.pt, checkpoint.pt, results.json."""
     for key, value in scores.items():
         writer.add_scalar(key, value, epoch + 1)
-    if args.report_freq and (epoch + 1) % args.report_freq == 0:
+    if args.histogram_freq and (epoch + 1) % args.histogram_freq == 0:
         for name, p in net.named_parameters():
             writer.add_histogram(name, p.detach().float().cpu(), epoch + 1)
     meta = {"spec": spec.to_dict(), "dataset": args.dataset, "epoch": epoch + 1, "scores": scores}

@@ -3,6 +3,7 @@ one epoch of training, evaluation."""
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,20 @@ def memory_format(name: str, device: torch.device) -> torch.memory_format:
     if name == "channels_last" or (name == "auto" and device.type in ("cpu", "cuda")):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def to_memory_format(net: nn.Module, device: torch.device, fmt: torch.memory_format) -> nn.Module:
+    """`net` on `device` in layout `fmt`, the weights of its 1x1 kernels with standard strides.
+
+    Why: a 1x1 kernel is the same memory in both layouts (only the strides of its size-1 dimensions
+    differ), and the gradients of the products that run those kernels (operations.pointwise_conv) come
+    with standard strides; DistributedDataParallel compares each gradient's strides with its parameter's
+    and warns on every run when they differ."""
+    net = net.to(device, memory_format=fmt)
+    for p in net.parameters():
+        if p.dim() == 4 and p.shape[-2:] == (1, 1):
+            p.data = p.data.clone(memory_format=torch.contiguous_format)
+    return net
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
@@ -78,10 +93,13 @@ class EpochResult:
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                 device: torch.device, precision: Precision, *, epoch: int, auxiliary_weight: float = 0.0,
                 grad_clip: float = 0.0, desc: str = "train",
-                memory_format: torch.memory_format = torch.contiguous_format, min_batch: int = 1) -> EpochResult:
+                memory_format: torch.memory_format = torch.contiguous_format, min_batch: int = 1,
+                report_freq: int = 0, log: logging.Logger | None = None) -> EpochResult:
     """One pass over `loader` (epoch number `epoch`, from 1); metrics stay on the device until the end
-    of the epoch, when a NaN or inf loss raises DivergenceError. A batch of fewer than `min_batch`
-    images (an epoch's last) is skipped: an auxiliary head cannot train on one image.
+    of the epoch, when a NaN or inf loss raises DivergenceError, or until a report (every `report_freq`
+    steps, DARTS's log line of the epoch's loss and accuracies so far, to `log`), which checks for one
+    too. A batch of fewer than `min_batch` images (an epoch's last) is skipped: an auxiliary head cannot
+    train on one image.
 
     `model` may be wrapped in DistributedDataParallel: its gradients arrive averaged over the
     ranks before they are clipped, so every rank takes the same step.
@@ -89,7 +107,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     model.train()
     loss_sum, top1_sum, top5_sum = RunningSum(device), RunningSum(device), RunningSum(device)
     watch = DivergenceWatch(device, epoch)
-    for x, y in progress(loader, desc):
+    bar = progress(loader, desc)
+    for step, (x, y) in enumerate(bar):
         if y.shape[0] < min_batch:      # every rank has the same batch sizes (sampling.ShardedOrder): all skip it
             continue
         x, y = x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
@@ -101,6 +120,12 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         loss_sum.add(loss * n, n)
         top1_sum.add(top1, n)
         top5_sum.add(top5, n)
+        if report_freq and step and step % report_freq == 0:
+            watch.check()
+            message = f"loss {loss_sum.mean():.4f} top1 {100 * top1_sum.mean():.2f}% top5 {100 * top5_sum.mean():.2f}%"
+            bar.set_postfix_str(message)
+            if log is not None:
+                log.info("train %03d %s", step, message)
     watch.check()
     return EpochResult(loss_sum.mean(), 100 * top1_sum.mean(), 100 * top5_sum.mean())
 

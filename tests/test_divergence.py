@@ -48,11 +48,16 @@ def test_the_watch_names_the_first_non_finite_step():
 
 
 def test_a_diverging_run_stops_with_one_sentence_and_writes_nothing_non_finite(logs):
-    done = run_script("cnn/train.py", *TINY, "--epochs", "2", "--learning_rate", "1e6")
+    done = run_script("cnn/train.py", *TINY, "--epochs", "2", "--learning_rate", "1e6", "--batch_size", "32",
+                      "--report_freq", "2")
     assert_one_sentence_error(done, "training diverged at epoch 1, step", "lower --learning_rate", "--grad_clip")
     run = next((logs / "eval").iterdir())
     assert not (run / "checkpoint.pt").exists() and not (run / "model_best.pt").exists()
     assert_every_tensor_finite(run)
+    # DARTS's log lines every --report_freq steps; the first after the NaN stopped the run, not the epoch's end
+    reports = [line.split("train ")[1][:3] for line in (run / "log.txt").read_text().splitlines() if " train 0" in line]
+    diverged_at = int(done.stderr.split("step ")[1].split(":")[0])
+    assert reports and int(reports[-1]) < diverged_at < 12, (reports, diverged_at)
 
 
 def test_a_resumed_run_that_diverges_keeps_its_good_checkpoints(logs):

@@ -15,7 +15,7 @@ import core_path  # noqa: F401  (core/ on the import path; first: OpenMP default
 import torch.nn as nn
 
 import cli
-from checkpoint import CheckpointError, load_checkpoint, model_state_dict
+from checkpoint import CheckpointError, load_checkpoint, model_file, model_state_dict
 from data import DATASETS, build_datasets, cifar10_1_dataset, cifar10_1_dir, dataset_info, default_workers, make_loader
 from metrics import count_macs, count_parameters
 from model import ModelSpec, load_model_weights
@@ -29,7 +29,9 @@ from training import evaluate
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description="Evaluate a checkpoint: params, MACs, top-1 and top-5.",
                            formatter_class=cli.HelpFormatter)
-    p.add_argument("--model_path", required=True, help="checkpoint file (ours, or a plain DARTS/D-DARTS state_dict)")
+    p.add_argument("--model_path", required=True, type=model_file,
+                   help="checkpoint file (ours, or a plain DARTS/D-DARTS state_dict), or a run folder (its "
+                        "model_best.pt)")
     p.add_argument("--arch", default=None, help="genotype name or file (default: the one stored in the checkpoint)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="default: the checkpoint's, else cifar10")
     p.add_argument("--data", default=str(REPO_ROOT / "data"), help="dataset root directory")

@@ -28,7 +28,8 @@ from torch.utils.data import Subset
 from torch.utils.tensorboard import SummaryWriter
 
 import cli
-from checkpoint import CheckpointError, load_checkpoint, model_state_dict, resume_arguments, save_checkpoint
+from checkpoint import (CheckpointError, checkpoint_file, load_checkpoint, model_state_dict, resume_arguments,
+                        save_checkpoint)
 from data import (DATA_ON_DEVICE_HELP, DATASETS, DataError, DeviceLoader, EmptySplitError, build_datasets,
                   cifar10_1_dataset, cifar10_1_dir, data_on_device_refusal, dataset_info, default_workers, make_loader,
                   split_train_valid, with_transform)
@@ -161,9 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def load_start_weights(model: nn.Module, spec: ModelSpec | PathSpec, path_text: str) -> None:
     """--load: a checkpoint file, or a run folder's model_best.pt."""
-    path = Path(path_text)
-    if path.is_dir():
-        path = path / "model_best.pt"
+    path = checkpoint_file(path_text, "model_best.pt")
     try:
         load_model_weights(model, spec, model_state_dict(load_checkpoint(path)), str(path))
     except CheckpointError as e:

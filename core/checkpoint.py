@@ -83,9 +83,23 @@ def _refusal_reason(exc: Exception) -> str:
     return reason.removeprefix("WeightsUnpickler error: ").split(" Please use")[0]
 
 
+def checkpoint_file(path: str | Path, in_run_folder: str) -> Path:
+    """The checkpoint a path names: a run folder stands for its file `in_run_folder` (model_best.pt,
+    checkpoint.pt), any other path for itself."""
+    path = Path(path)
+    return path / in_run_folder if path.is_dir() else path
+
+
+def model_file(text: str) -> str:
+    """A --model_path flag's value (an argparse type): a checkpoint file, or a run folder's model_best.pt."""
+    return str(checkpoint_file(text, "model_best.pt"))
+
+
 def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict:
     """Tensors and plain data only; anything else is refused rather than executed."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -145,9 +159,7 @@ def resume_arguments(args: argparse.Namespace, defaults: argparse.Namespace, kin
     """
     if args.resume is None:
         return args, None, None
-    path = Path(args.resume)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
+    path = checkpoint_file(args.resume, "checkpoint.pt")
     state = load_checkpoint(path)
     if state.get("kind") != kind:
         raise CheckpointError(f"{path} is not a {kind} checkpoint, so this script cannot resume it")

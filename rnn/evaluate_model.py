@@ -15,7 +15,7 @@ import argparse
 
 import engine_path  # noqa: F401  (puts core/ on the import path)
 import cli
-from checkpoint import CheckpointError, load_checkpoint, load_weights, model_state_dict
+from checkpoint import CheckpointError, load_checkpoint, load_weights, model_file, model_state_dict
 from corpus import CorpusError, batchify, check_vocabulary, load_corpus
 from lm_training import evaluate, perplexity
 from metrics import count_parameters
@@ -27,7 +27,9 @@ from runtime import Precision, resolve_device, tune_runtime
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description="Perplexity of a language-model checkpoint (DARTS rnn/test.py).",
                            formatter_class=cli.HelpFormatter)
-    p.add_argument("--model_path", required=True, help="checkpoint file (ours, or a plain DARTS RNNModel state_dict)")
+    p.add_argument("--model_path", required=True, type=model_file,
+                   help="checkpoint file (ours, or a plain DARTS RNNModel state_dict), or a run folder (its "
+                        "model_best.pt)")
     p.add_argument("--arch", default=None,
                    help="recurrent genotype name or file (default: the one stored in the checkpoint)")
     p.add_argument("--data", default=str(REPO_ROOT / "data" / "penn"),

@@ -185,6 +185,17 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path, digits_checkpoint)
     assert_one_sentence_error(run_script("evaluate_model.py", "--model_path", str(unsafe)), "not a readable")
     missing = run_script("evaluate_model.py", "--model_path", str(tmp_path / "nope.pt"))
     assert_one_sentence_error(missing, "does not exist")
+    # a folder: a run folder without model_best.pt is named by that file; export's --model_path takes files only
+    assert_one_sentence_error(run_script("evaluate_model.py", "--model_path", str(tmp_path)),
+                              f"checkpoint {tmp_path / 'model_best.pt'} does not exist")
+    assert_one_sentence_error(run_script("export_model.py", "--onnx", str(tmp_path / "x.onnx"), "--model_path",
+                                         str(tmp_path)), f"{tmp_path} is a folder, not a checkpoint file")
+
+
+def test_a_run_folder_evaluates_its_best_model(digits_checkpoint):
+    by_file = evaluate_output("--model_path", str(digits_checkpoint), "--dataset", "digits")
+    assert "digits test top-1" in by_file
+    assert evaluate_output("--model_path", str(digits_checkpoint.parent), "--dataset", "digits") == by_file
 
 
 def test_a_plain_darts_state_dict_evaluates_with_flags_from_inside_cnn(tmp_path, digits_checkpoint):

@@ -28,6 +28,7 @@ from diagrams import drawing_parser, render, write_diagrams
 from errors import UserError
 from genotypes import Architecture, load_architecture
 
+
 def _layers_text(layers: list[int]) -> str:
     return f"layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"
 
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.arch is None) == (args.run is None):
         parser.error("give a genotype to draw, or --run with a search run folder (not both)")
+    if args.arch is not None and Path(args.arch).is_dir():
+        parser.error(f"{args.arch} is a folder, not a genotype: to draw a search run, give --run {args.arch}")
     if args.run is not None and (args.format not in (None, "png") or args.keep_source):
         parser.error("--run writes PNG images: drop --format and --keep_source")
     if args.run is None and args.epochs is not None:

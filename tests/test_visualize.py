@@ -291,6 +291,11 @@ def test_run_flags_are_checked(args, words):
         visualize.parse_args(args)
 
 
+def test_a_folder_given_as_the_genotype_points_to_run(tmp_path):
+    with pytest.raises(FlagError, match=f"{tmp_path} is a folder, not a genotype: to draw a search run, give --run"):
+        visualize.parse_args([str(tmp_path)])
+
+
 @pytest.mark.slow   # a search; the quick end-to-end test of --run is in test_summarize_results.py
 @needs_dot
 def test_run_of_a_real_per_cell_search_draws_every_cell(tmp_path):

@@ -37,6 +37,14 @@ def test_exactly_c_over_k_channels_pass_through_the_ops(stride):
             assert torch.equal(out[:, j * k + g], bypass[:, (g - 1) * (C // k) + j])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_with_k_1_every_channel_passes_through_the_ops(stride):
+    edge = PartialChannelMixedOp(8, stride, DARTS, "darts", 32, k=1)
+    x, coefficients = torch.randn(2, 8, 8, 8), torch.softmax(torch.randn(len(DARTS)), 0)
+    out = edge(x, coefficients)
+    assert out.shape == (2, 8, 8 // stride, 8 // stride) and torch.equal(out, edge.mixed(x, coefficients))
+
+
 def test_channel_shuffle_is_the_same_permutation_in_either_memory_layout():
     x = torch.randn(2, 12, 5, 5)
     expected = torch.stack([x[:, g * 4 + j] for j in range(4) for g in range(3)], dim=1)

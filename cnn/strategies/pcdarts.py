@@ -6,6 +6,7 @@ Partial channels (``--partial_channels K``)
     the other channels bypass the ops (through a 2x2 max pool on a reduction edge, to match the
     ops' stride), are concatenated after them, and the result is channel-shuffled in K groups
     (channel ``g * C/K + j`` moves to ``j * K + g``), so that the next edge sees other channels.
+    K=1 sends every channel through the ops: the paper's ablation of edge normalization alone.
     The edge wraps a ``MixedOp`` and keeps its contract (cnn/model_search.py).
 Edge normalization (betas)
     Every edge of a set has a beta, an architecture parameter beside the alphas (declared in
@@ -67,6 +68,8 @@ class PartialChannelMixedOp(nn.Module):
         self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
 
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor, active: int | None = None) -> torch.Tensor:
+        if self.k == 1:     # every channel through the ops, nothing bypasses (PC-DARTS's edge normalization alone)
+            return self.mixed(x, coefficients, active)
         part = x.shape[1] // self.k
         out = torch.cat([self.mixed(x[:, :part], coefficients, active), self.bypass(x[:, part:])], dim=1)
         return channel_shuffle(out, self.k)

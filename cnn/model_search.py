@@ -469,20 +469,20 @@ class CellResult:
         return {"skip_connections": float(np.mean([ops.count("skip_connect") for ops in cells])),
                 "param_free_ops": float(np.mean([len(ops) for ops in free]))}
 
-    def write(self, path: Path, origin: str, run_name: str) -> None:
+    def write(self, path: Path, origin: str, run_dir: Path) -> None:
         """Check that it builds, then write it (sharpDARTS's form for sharp ops)."""
         try:
             to_architecture(self.record, path.stem)
         except GenotypeError as e:
             raise SearchError(f"the derived genotype cannot be trained ({e}); derive it again with a lower "
-                              f"--op_threshold: python cnn/train_search.py --resume {run_name} "
+                              f"--op_threshold: python cnn/train_search.py --resume {run_dir} "
                               f"--op_threshold 0.6") from None
         record = self.record
         if self.spec.family == "sharp" and record.kind == "Genotype":
             record = dataclasses.replace(record, fields=record.fields + (("layout", "cell"),))
         parse = f"parse: {self.parse_method}" + (f" op_threshold={self.op_threshold}"
                                                   if self.parse_method != "darts" else "")
-        write_genotype_file(path, dataclasses.replace(record, comments=(origin, f"run: {run_name}; {parse}")))
+        write_genotype_file(path, dataclasses.replace(record, comments=(origin, f"run: {run_dir.name}; {parse}")))
 
     def train_command(self, name: str, dataset: str) -> str:
         family = "" if self.spec.family == "darts" or self.record.kind == "Genotype" else f" --ops {self.spec.family}"

@@ -421,8 +421,8 @@ class PathResult:
     def collapse(self) -> dict[str, float]:
         return {}      # a path has no cell to collapse
 
-    def write(self, path: Path, origin: str, run_name: str) -> None:
-        write_path_file(path, path.stem, self.path, comments=(origin, f"run: {run_name}; best path"))
+    def write(self, path: Path, origin: str, run_dir: Path) -> None:
+        write_path_file(path, path.stem, self.path, comments=(origin, f"run: {run_dir.name}; best path"))
 
     def train_command(self, name: str, dataset: str) -> str:
         return f"python cnn/train.py --multi_channel --arch {name} --dataset {dataset}"

@@ -81,7 +81,7 @@ class SearchResult(Protocol):
 
     def collapse(self) -> dict[str, float]: ...
 
-    def write(self, path: Path, origin: str, run_name: str) -> None: ...
+    def write(self, path: Path, origin: str, run_dir: Path) -> None: ...
 
     def train_command(self, name: str, dataset: str) -> str: ...
 
@@ -94,7 +94,7 @@ def write_result(result: SearchResult, path: Path, run_dir: Path, origin: str, d
     if path != wanted:
         log.warning("%s was written by %s while this search ran, so this search writes %s instead", wanted,
                     genotype_writer(wanted) or "someone else", path)
-    result.write(path, origin, run_dir.name)
+    result.write(path, origin, run_dir)
     (run_dir / "genotype.txt").write_text(path.read_text())
     log.info("%s written to %s:\n%s", result.label, path, result.text())
     log.info("train it with: %s", result.train_command(path.stem, dataset))

@@ -94,8 +94,9 @@ class RecurrentResult:
     def collapse(self) -> dict[str, float]:
         return {}
 
-    def write(self, path: Path, origin: str, run_name: str) -> None:
-        write_genotype_file(path, dataclasses.replace(self.record, comments=(origin, f"run: {run_name}; parse: darts")))
+    def write(self, path: Path, origin: str, run_dir: Path) -> None:
+        comments = (origin, f"run: {run_dir.name}; parse: darts")
+        write_genotype_file(path, dataclasses.replace(self.record, comments=comments))
 
     def train_command(self, name: str, dataset: str) -> str:
         return f"python rnn/train.py --arch {name} --data {dataset}"

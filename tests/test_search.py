@@ -2,6 +2,7 @@
 import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from model import NetworkCIFAR
 from model_search import SearchError, SearchNetwork, load_baseline, make_spec, op_coefficients
 from operations import OPS
 from runtime import Precision
-from scripts import run_ok
+from scripts import assert_one_sentence_error, run_ok, run_script
 from search_strategy import StrategyError
 from strategies import dartopti
 
@@ -414,6 +415,18 @@ def test_each_strategy_runs_an_epoch_and_writes_a_genotype_that_builds(sandbox, 
         assert "ablation values" in log
     if name.startswith("dartopti"):
         assert "architecture distance to ResNet18" in log
+
+
+def test_a_genotype_without_edges_is_refused_with_a_command_that_derives_it_again(sandbox):
+    patched = ["tests/patched_script.py", "--genotypes_to", str(train_search.GENOTYPE_OUTPUT_DIR), "--"]
+    # two steps leave the per-cell weights near uniform: none reaches the 0.85 threshold
+    done = run_script(*patched, "cnn/train_search.py", *COMMON.split(), "--layers", "3", "--steps", "2",
+                      "--multiplier", "2", "--method", "ddarts", "--genotype_name", "empty")
+    assert_one_sentence_error(done, "the derived genotype cannot be trained", "gene 0 has no edges")
+    command = done.stderr.split("derive it again with a lower --op_threshold: ")[1].split()
+    assert command[:3] == ["python", "cnn/train_search.py", "--resume"] and Path(command[3]).is_dir()
+    run_ok(*patched, *command[1:-1], "0.1")     # the command as given, with a threshold these weights pass
+    assert load_architecture(str(sandbox / "genotypes" / "empty.txt")).name == "empty"
 
 
 @pytest.mark.parametrize("extra", [

@@ -155,7 +155,8 @@ def resume_arguments(args: argparse.Namespace, defaults: argparse.Namespace, kin
     The stored arguments win so the run continues exactly; of `overridable`, those given on this
     command line (different from their defaults) replace the stored ones; --resume and
     --stop_epoch always come from this command line; a flag newer than the checkpoint takes its
-    default. A checkpoint without one of the `required` entries is refused in one sentence.
+    default. Any other flag given with a value other than the run's is refused, rather than silently
+    ignored (e.g. --epochs to train longer), as is a checkpoint without one of the `required` entries.
     """
     if args.resume is None:
         return args, None, None
@@ -168,6 +169,12 @@ def resume_arguments(args: argparse.Namespace, defaults: argparse.Namespace, kin
         raise CheckpointError(f"{path} lacks {', '.join(missing) or 'a dictionary of args'}, which resuming needs: "
                               f"it was not written by this script")
     stored = {**vars(defaults), **state["args"]}
+    fixed = [f"--{key}" if value is True else f"--{key} {value}" for key, value in vars(args).items()
+             if key not in overridable and value != getattr(defaults, key, None) and value != stored.get(key)]
+    if fixed:
+        raise CheckpointError(f"--resume continues {path.parent} with its own arguments, so {', '.join(fixed)} "
+                              f"cannot apply; only --{', --'.join(k for k in overridable if k != 'resume')} may change "
+                              f"(other settings need a new run)")
     for key in overridable:
         value = getattr(args, key)
         if key in ("resume", "stop_epoch") or value != getattr(defaults, key):

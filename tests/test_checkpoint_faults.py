@@ -73,3 +73,15 @@ def test_hand_made_checkpoints_are_one_sentence(tmp_path, capsys):
     torch.save({"model": {"w": torch.zeros(1)}, "spec": {"genotype": "x"}}, path)
     message = one_sentence(capsys, "evaluate_model", "--model_path", str(path), "--no_accuracy")
     assert "holds a 'spec' this version cannot read (KeyError: 'arch_name')" in message
+
+
+def test_a_resumed_run_refuses_flags_it_would_ignore(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    required = {key: {} for key in ("model", "optimizer", "scheduler", "scaler", "best")}
+    torch.save({"kind": "train", "args": {"epochs": 2, "learning_rate": 0.1}, **required, "epoch": 2,
+                "elapsed": 1.0}, path)
+    message = one_sentence(capsys, "train", "--resume", str(tmp_path), "--epochs", "5", "--learning_rate", "0.1",
+                           "--cutout", "--report_freq", "3")
+    # the run's own value (--learning_rate 0.1) and an overridable flag (--report_freq) pass; the rest is named
+    assert f"--resume continues {tmp_path} with its own arguments, so --epochs 5, --cutout cannot apply" \
+        in message and "only --device, --workers, --report_freq" in message

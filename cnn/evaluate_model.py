@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     tune_runtime(device)
     state = load_checkpoint(args.model_path)
+    if str(state.get("kind")).startswith("lm_"):
+        raise CheckpointError(f"{args.model_path} holds a language model: evaluate it with rnn/evaluate_model.py")
     weights = model_state_dict(state)
     stored = state.get("spec") if isinstance(state.get("spec"), dict) else None
     dataset = args.dataset or state.get("dataset") or "cifar10"

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     tune_runtime(device)
     state = load_checkpoint(args.model_path)
+    if state.get("kind") in ("model", "train", "search"):
+        raise CheckpointError(f"{args.model_path} holds an image network: evaluate it with cnn/evaluate_model.py")
     weights = model_state_dict(state)
     corpus = load_corpus(args.data)
     if isinstance(state.get("vocabulary"), list):

@@ -85,3 +85,13 @@ def test_a_resumed_run_refuses_flags_it_would_ignore(tmp_path, capsys):
     # the run's own value (--learning_rate 0.1) and an overridable flag (--report_freq) pass; the rest is named
     assert f"--resume continues {tmp_path} with its own arguments, so --epochs 5, --cutout cannot apply" \
         in message and "only --device, --workers, --report_freq" in message
+
+
+def test_each_evaluate_script_points_to_the_other_for_the_other_kind_of_network(tmp_path, capsys):
+    language, image = tmp_path / "lm.pt", tmp_path / "cnn.pt"
+    torch.save({"kind": "lm_model", "model": {"encoder.weight": torch.zeros(3, 2)}}, language)
+    torch.save({"kind": "model", "model": {"stem.0.weight": torch.zeros(1)}}, image)
+    assert "holds a language model: evaluate it with rnn/evaluate_model.py" in \
+        one_sentence(capsys, "evaluate_model", "--model_path", str(language), "--no_accuracy")
+    assert_one_sentence_error(run_script("rnn/evaluate_model.py", "--model_path", str(image), "--data", "pydoc"),
+                              "holds an image network: evaluate it with cnn/evaluate_model.py")

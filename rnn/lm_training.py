@@ -120,8 +120,8 @@ def train_epoch(model: RNNModel, train_data: torch.Tensor, optimizer: torch.opti
                 arch_step: Callable[..., None] | None = None, advice: str = DIVERGENCE_ADVICE) -> float:
     """One pass over this rank's columns of the batched training data; the mean negative
     log-likelihood per token over every rank. A NaN or inf loss raises DivergenceError (with `advice`)
-    at the next report (every `cfg.log_interval` batches) or at the end. `arch_step(first row, chunk, data, targets, hidden)` runs before each chunk's weight step
-    (the search)."""
+    at the next report (every `cfg.log_interval` batches) or at the end. `arch_step(first row, chunk,
+    data, targets, hidden)` runs before each chunk's weight step (the search)."""
     model.train()
     device = train_data.device
     hidden = [model.init_hidden(cfg.small_batch_size) for _ in range(train_data.shape[1] // cfg.small_batch_size)]

@@ -117,7 +117,6 @@ class _Captured:
         return self.outputs
 
 
-
 def _shapes(batch: Batch, search: Batch | None) -> Shapes:
     """Shapes and dtypes of a batch and of the search batch (None: not read), what a graph is fixed to."""
     def of(tensors: Batch) -> tuple:
